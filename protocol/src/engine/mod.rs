@@ -1,0 +1,235 @@
+//! The torrent engine: one sans-IO state machine per torrent.
+//!
+//! The driver feeds it connection events, bytes and the time (`handle_*`), and drains what it
+//! must do (`poll_*`): connections to open or close, bytes to send, events to report. It never
+//! blocks and never reads a clock; `poll_timeout` says when it next wants `handle_timeout`.
+
+use crate::metainfo::Info;
+use crate::storage::{Storage, StorageError};
+use crate::{InfoHash, PeerId};
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Connected and connecting peers at most.
+    pub max_peers: usize,
+    /// Outgoing connection attempts in flight at most.
+    pub max_connecting: usize,
+    /// Regular unchoke slots (one more is the optimistic slot).
+    pub unchoke_slots: usize,
+    /// Requests we queue per peer at most, whatever its rate (and never past its `reqq`).
+    pub max_requests_per_peer: u32,
+    /// Requests from a peer we hold at most (our `reqq`); more are rejected or dropped.
+    pub max_incoming_requests: u32,
+    /// A peer that sends nothing for this long is disconnected.
+    pub peer_timeout_ms: u64,
+    /// We send a keep-alive after this long without sending anything.
+    pub keepalive_ms: u64,
+    /// A request unanswered for this long is given to another peer.
+    pub request_timeout_ms: u64,
+    /// Our client name in the extension handshake `v`.
+    pub client_name: String,
+    /// The port we accept peers on, sent as `p` in the extension handshake.
+    pub listen_port: Option<u16>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_peers: 60,
+            max_connecting: 16,
+            unchoke_slots: 4,
+            max_requests_per_peer: 500,
+            max_incoming_requests: 500,
+            peer_timeout_ms: 120_000,
+            keepalive_ms: 60_000,
+            request_timeout_ms: 30_000,
+            client_name: concat!("bt-tab ", env!("CARGO_PKG_VERSION")).to_string(),
+            listen_port: None,
+        }
+    }
+}
+
+/// A connection, named by the engine (outgoing) or handed out by it (incoming).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerSource {
+    Tracker,
+    Pex,
+    Magnet,
+    Incoming,
+    Manual,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Open a connection to `addr`; answer with `handle_connected` or `handle_closed`.
+    Connect { conn: ConnId, addr: SocketAddr },
+    /// Close this connection; the engine has already forgotten it.
+    Close { conn: ConnId, reason: String },
+    /// A magnet's metadata arrived and matched the info-hash: `info()` is now set, and the driver
+    /// should `attach_storage`.
+    MetadataReceived,
+    PieceVerified(u32),
+    /// A piece failed its hash check and will be downloaded again.
+    PieceFailed(u32),
+    PeerBanned(SocketAddr),
+    /// Every piece is verified.
+    Complete,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    /// Payload bytes received and sent (blocks only).
+    pub downloaded: u64,
+    pub uploaded: u64,
+    /// Bytes of verified pieces.
+    pub verified: u64,
+    pub total: u64,
+    pub pieces_have: u32,
+    pub pieces_total: u32,
+    /// Bytes per second over the last few seconds.
+    pub download_rate: f64,
+    pub upload_rate: f64,
+    pub peers_connected: usize,
+    pub peers_known: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerInfo {
+    pub addr: SocketAddr,
+    /// From the extension handshake `v`, else guessed from the peer id.
+    pub client: String,
+    pub download_rate: f64,
+    pub upload_rate: f64,
+    /// Fraction of pieces the peer has, 0.0 to 1.0.
+    pub progress: f64,
+    pub choking_us: bool,
+    pub interested_in_us: bool,
+    pub source: PeerSource,
+}
+
+pub struct Torrent {
+    _private: (),
+}
+
+impl Torrent {
+    /// `info` is `None` for a magnet: the engine then fetches it with ut_metadata. `seed` feeds
+    /// the engine's random choices (piece order, optimistic unchoke).
+    pub fn new(info_hash: InfoHash, info: Option<Info>, peer_id: PeerId, config: Config, seed: u64) -> Self {
+        let _ = (info_hash, info, peer_id, config, seed);
+        todo!()
+    }
+
+    pub fn info_hash(&self) -> InfoHash {
+        todo!()
+    }
+
+    pub fn info(&self) -> Option<&Info> {
+        todo!()
+    }
+
+    /// Gives the engine its store. Until then (a magnet waiting for metadata) no piece is
+    /// requested or served.
+    pub fn attach_storage(&mut self, storage: Box<dyn Storage>) {
+        let _ = storage;
+        todo!()
+    }
+
+    /// Hashes up to `max_pieces` pieces already in storage (resume) and marks the good ones as
+    /// had. Returns true once every piece has been checked. Call before connecting to peers, or
+    /// interleaved with the driver's loop so a big check never blocks it.
+    pub fn check_existing(&mut self, max_pieces: u32) -> Result<bool, StorageError> {
+        let _ = max_pieces;
+        todo!()
+    }
+
+    /// Candidate peer addresses: the engine connects to them as slots free up.
+    pub fn add_peers(&mut self, addrs: &[SocketAddr], source: PeerSource) {
+        let _ = (addrs, source);
+        todo!()
+    }
+
+    /// An outgoing connection from `Event::Connect` is established.
+    pub fn handle_connected(&mut self, conn: ConnId, now_ms: u64) {
+        let _ = (conn, now_ms);
+        todo!()
+    }
+
+    /// A peer connected to us; `None` refuses it (full or banned) and the driver closes it.
+    pub fn handle_incoming(&mut self, addr: SocketAddr, now_ms: u64) -> Option<ConnId> {
+        let _ = (addr, now_ms);
+        todo!()
+    }
+
+    /// Bytes received on `conn`, in any split.
+    pub fn handle_data(&mut self, conn: ConnId, data: &[u8], now_ms: u64) {
+        let _ = (conn, data, now_ms);
+        todo!()
+    }
+
+    /// The connection failed or the peer closed it.
+    pub fn handle_closed(&mut self, conn: ConnId, now_ms: u64) {
+        let _ = (conn, now_ms);
+        todo!()
+    }
+
+    /// `bytes` handed out by `poll_transmit` for `conn` have left through the socket: upload
+    /// data is produced only while few bytes sit unsent, so a slow peer never fills our memory.
+    pub fn handle_sent(&mut self, conn: ConnId, bytes: usize) {
+        let _ = (conn, bytes);
+        todo!()
+    }
+
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        let _ = now_ms;
+        todo!()
+    }
+
+    /// When the engine next wants `handle_timeout`.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        todo!()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        todo!()
+    }
+
+    /// Bytes to send on a connection.
+    pub fn poll_transmit(&mut self) -> Option<(ConnId, Vec<u8>)> {
+        todo!()
+    }
+
+    pub fn is_complete(&self) -> bool {
+        todo!()
+    }
+
+    pub fn stats(&self) -> Stats {
+        todo!()
+    }
+
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        todo!()
+    }
+
+    /// One flag per piece: verified or not (the page's piece map).
+    pub fn have(&self) -> &[bool] {
+        todo!()
+    }
+
+    /// Verified bytes per file, in `info().files` order.
+    pub fn file_progress(&self) -> Vec<u64> {
+        todo!()
+    }
+
+    /// Stops requesting and closes every connection (events follow); `resume` reconnects.
+    pub fn pause(&mut self) {
+        todo!()
+    }
+
+    pub fn resume(&mut self) {
+        todo!()
+    }
+}
