@@ -78,6 +78,8 @@ pub enum Event {
     PeerBanned(SocketAddr),
     /// Every piece is verified.
     Complete,
+    /// The store failed to read or write: the torrent stops (paused) with this message.
+    StorageFailed(String),
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
