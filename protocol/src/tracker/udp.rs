@@ -1,43 +1,496 @@
 //! UDP tracker protocol (BEP 15) as a sans-IO state machine: connect, then announce, with
 //! retransmissions after 15 * 2^n seconds and a connection id valid for one minute.
+//!
+//! `n` counts the requests sent without an answer. It restarts at 0 once, when the first connection
+//! id arrives, so the announce gets its own `max_tries`; a reconnect forced by an expired
+//! connection id keeps counting, so a tracker that answers connects but never announces still ends
+//! in [`TrackerError::Timeout`].
 
-use super::{AnnounceRequest, AnnounceResponse, TrackerError};
+use super::{
+    AnnounceEvent, AnnounceRequest, AnnounceResponse, TrackerError, MAX_PEERS_PER_RESPONSE,
+};
+
+const PROTOCOL_ID: u64 = 0x41727101980;
+const ACTION_CONNECT: u32 = 0;
+const ACTION_ANNOUNCE: u32 = 1;
+const ACTION_ERROR: u32 = 3;
+/// BEP 15: a connection id may be used for one minute after it was received.
+const CONNECTION_ID_LIFETIME_MS: u64 = 60_000;
+const BASE_RETRANSMIT_MS: u64 = 15_000;
+/// BEP 15 stops doubling at n = 8 (3840 s).
+const MAX_BACKOFF_EXPONENT: u32 = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Connecting,
+    Announcing {
+        connection_id: u64,
+        connected_at: u64,
+    },
+    Done,
+}
 
 /// One announce to one UDP tracker.
 pub struct UdpAnnounce {
-    _private: (),
+    req: AnnounceRequest,
+    rng: fastrand::Rng,
+    max_tries: u32,
+    ipv6: bool,
+    phase: Phase,
+    /// Transaction id of the request in flight; retransmissions reuse it so a late answer to an
+    /// earlier copy still counts.
+    txn: u32,
+    /// Requests sent since the last reset without an answer.
+    tries: u32,
+    ever_connected: bool,
+    deadline: u64,
+    outgoing: Option<Vec<u8>>,
+    result: Option<Result<AnnounceResponse, TrackerError>>,
 }
 
 impl UdpAnnounce {
     /// `txn_seed` seeds the transaction ids (the crate has no randomness of its own). `max_tries`
     /// bounds retransmissions (BEP 15 allows up to 8; drivers use fewer to fail faster).
     pub fn new(req: AnnounceRequest, txn_seed: u64, max_tries: u32, now_ms: u64) -> Self {
-        let _ = (req, txn_seed, max_tries, now_ms);
-        todo!()
+        let mut this = UdpAnnounce {
+            req,
+            rng: fastrand::Rng::with_seed(txn_seed),
+            max_tries: max_tries.max(1),
+            ipv6: false,
+            phase: Phase::Connecting,
+            txn: 0,
+            tries: 0,
+            ever_connected: false,
+            deadline: 0,
+            outgoing: None,
+            result: None,
+        };
+        this.start_connect(now_ms);
+        this
+    }
+
+    /// The tracker's address is IPv6: its announce responses carry 18-byte peer entries.
+    pub fn set_ipv6(&mut self, ipv6: bool) {
+        self.ipv6 = ipv6;
     }
 
     /// A datagram to send now, if any.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        todo!()
+        self.outgoing.take()
     }
 
     /// Feeds a datagram from the tracker; ones that don't match the transaction are ignored.
     pub fn handle_datagram(&mut self, data: &[u8], now_ms: u64) {
-        let _ = (data, now_ms);
-        todo!()
+        if self.phase == Phase::Done {
+            return;
+        }
+        let (Some(action), Some(txn)) = (be_u32(data, 0), be_u32(data, 4)) else {
+            return;
+        };
+        if txn != self.txn {
+            return;
+        }
+        match (action, self.phase) {
+            (ACTION_ERROR, _) => {
+                let message = super::http::text(data.get(8..).unwrap_or_default());
+                self.finish(Err(TrackerError::Failure(message)));
+            }
+            (ACTION_CONNECT, Phase::Connecting) => {
+                let Some(connection_id) = be_u64(data, 8) else {
+                    return;
+                };
+                if !self.ever_connected {
+                    self.ever_connected = true;
+                    self.tries = 0;
+                }
+                self.phase = Phase::Announcing {
+                    connection_id,
+                    connected_at: now_ms,
+                };
+                self.txn = self.rng.u32(..);
+                self.send_announce(now_ms);
+            }
+            (ACTION_ANNOUNCE, Phase::Announcing { .. }) => {
+                if let Some(response) = self.parse_announce(data) {
+                    self.finish(Ok(response));
+                }
+            }
+            _ => {}
+        }
     }
 
     pub fn poll_timeout(&self) -> Option<u64> {
-        todo!()
+        match self.phase {
+            Phase::Done => None,
+            _ => Some(self.deadline),
+        }
     }
 
     pub fn handle_timeout(&mut self, now_ms: u64) {
-        let _ = now_ms;
-        todo!()
+        if self.phase == Phase::Done || now_ms < self.deadline {
+            return;
+        }
+        if self.tries >= self.max_tries {
+            self.finish(Err(TrackerError::Timeout));
+            return;
+        }
+        match self.phase {
+            Phase::Announcing { connected_at, .. }
+                if now_ms.saturating_sub(connected_at) < CONNECTION_ID_LIFETIME_MS =>
+            {
+                self.send_announce(now_ms)
+            }
+            Phase::Connecting => self.send_connect(now_ms),
+            _ => self.start_connect(now_ms),
+        }
     }
 
     /// The outcome, once there is one.
     pub fn poll_result(&mut self) -> Option<Result<AnnounceResponse, TrackerError>> {
-        todo!()
+        self.result.take()
+    }
+
+    fn start_connect(&mut self, now_ms: u64) {
+        self.phase = Phase::Connecting;
+        self.txn = self.rng.u32(..);
+        self.send_connect(now_ms);
+    }
+
+    fn send_connect(&mut self, now_ms: u64) {
+        let mut d = Vec::with_capacity(16);
+        d.extend(PROTOCOL_ID.to_be_bytes());
+        d.extend(ACTION_CONNECT.to_be_bytes());
+        d.extend(self.txn.to_be_bytes());
+        self.transmit(d, now_ms);
+    }
+
+    fn send_announce(&mut self, now_ms: u64) {
+        let Phase::Announcing { connection_id, .. } = self.phase else {
+            return;
+        };
+        let req = &self.req;
+        let event: u32 = match req.event {
+            None => 0,
+            Some(AnnounceEvent::Completed) => 1,
+            Some(AnnounceEvent::Started) => 2,
+            Some(AnnounceEvent::Stopped) => 3,
+        };
+        let num_want: i32 = req
+            .numwant
+            .map_or(-1, |n| i32::try_from(n).unwrap_or(i32::MAX));
+        let mut d = Vec::with_capacity(98);
+        d.extend(connection_id.to_be_bytes());
+        d.extend(ACTION_ANNOUNCE.to_be_bytes());
+        d.extend(self.txn.to_be_bytes());
+        d.extend(req.info_hash.0);
+        d.extend(req.peer_id.0);
+        d.extend(req.downloaded.to_be_bytes());
+        d.extend(req.left.to_be_bytes());
+        d.extend(req.uploaded.to_be_bytes());
+        d.extend(event.to_be_bytes());
+        d.extend(0u32.to_be_bytes()); // IP address: the one the datagram comes from
+        d.extend(req.key.to_be_bytes());
+        d.extend(num_want.to_be_bytes());
+        d.extend(req.port.to_be_bytes());
+        self.transmit(d, now_ms);
+    }
+
+    fn transmit(&mut self, datagram: Vec<u8>, now_ms: u64) {
+        let wait = BASE_RETRANSMIT_MS << self.tries.min(MAX_BACKOFF_EXPONENT);
+        self.tries = self.tries.saturating_add(1);
+        self.deadline = now_ms.saturating_add(wait);
+        self.outgoing = Some(datagram);
+    }
+
+    fn parse_announce(&self, data: &[u8]) -> Option<AnnounceResponse> {
+        let interval = be_u32(data, 8)?;
+        let leechers = be_u32(data, 12)?;
+        let seeders = be_u32(data, 16)?;
+        let mut peers = Vec::new();
+        let entries = data.get(20..).unwrap_or_default();
+        super::http::extend_compact(entries, self.ipv6, &mut peers);
+        debug_assert!(peers.len() <= MAX_PEERS_PER_RESPONSE);
+        Some(AnnounceResponse {
+            interval,
+            min_interval: None,
+            peers,
+            warning: None,
+            complete: Some(seeders),
+            incomplete: Some(leechers),
+            tracker_id: None,
+        })
+    }
+
+    fn finish(&mut self, result: Result<AnnounceResponse, TrackerError>) {
+        self.phase = Phase::Done;
+        self.outgoing = None;
+        self.result = Some(result);
+    }
+}
+
+fn be_u32(data: &[u8], at: usize) -> Option<u32> {
+    let b = data.get(at..at.checked_add(4)?)?;
+    Some(u32::from_be_bytes(b.try_into().ok()?))
+}
+
+fn be_u64(data: &[u8], at: usize) -> Option<u64> {
+    let b = data.get(at..at.checked_add(8)?)?;
+    Some(u64::from_be_bytes(b.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{InfoHash, PeerId};
+    use std::net::SocketAddr;
+
+    fn request() -> AnnounceRequest {
+        AnnounceRequest {
+            info_hash: InfoHash([0xaa; 20]),
+            peer_id: PeerId([0xbb; 20]),
+            port: 6881,
+            uploaded: 3,
+            downloaded: 1,
+            left: 2,
+            event: Some(AnnounceEvent::Started),
+            numwant: None,
+            key: 0x1234_5678,
+        }
+    }
+
+    fn txn_of(d: &[u8]) -> u32 {
+        be_u32(d, 12).unwrap()
+    }
+
+    fn connect_response(txn: u32, conn: u64) -> Vec<u8> {
+        let mut d = ACTION_CONNECT.to_be_bytes().to_vec();
+        d.extend(txn.to_be_bytes());
+        d.extend(conn.to_be_bytes());
+        d
+    }
+
+    fn announce_response(txn: u32, peers: &[u8]) -> Vec<u8> {
+        let mut d = ACTION_ANNOUNCE.to_be_bytes().to_vec();
+        d.extend(txn.to_be_bytes());
+        d.extend(1800u32.to_be_bytes());
+        d.extend(4u32.to_be_bytes());
+        d.extend(9u32.to_be_bytes());
+        d.extend(peers);
+        d
+    }
+
+    /// Drives the connect step and returns the announce datagram.
+    fn connected(u: &mut UdpAnnounce, conn: u64, now: u64) -> Vec<u8> {
+        let c = u.poll_transmit().expect("connect request");
+        assert_eq!(c.len(), 16);
+        assert_eq!(be_u64(&c, 0), Some(PROTOCOL_ID));
+        assert_eq!(be_u32(&c, 8), Some(ACTION_CONNECT));
+        u.handle_datagram(&connect_response(txn_of(&c), conn), now);
+        u.poll_transmit().expect("announce request")
+    }
+
+    #[test]
+    fn full_exchange() {
+        let mut u = UdpAnnounce::new(request(), 1, 4, 1000);
+        assert_eq!(u.poll_timeout(), Some(16_000));
+        let a = connected(&mut u, 0x0102_0304_0506_0708, 2000);
+        assert_eq!(a.len(), 98);
+        assert_eq!(be_u64(&a, 0), Some(0x0102_0304_0506_0708));
+        assert_eq!(be_u32(&a, 8), Some(ACTION_ANNOUNCE));
+        let txn = be_u32(&a, 12).unwrap();
+        assert_eq!(&a[16..36], &[0xaa; 20]);
+        assert_eq!(&a[36..56], &[0xbb; 20]);
+        assert_eq!(be_u64(&a, 56), Some(1));
+        assert_eq!(be_u64(&a, 64), Some(2));
+        assert_eq!(be_u64(&a, 72), Some(3));
+        assert_eq!(be_u32(&a, 80), Some(2), "started");
+        assert_eq!(be_u32(&a, 84), Some(0));
+        assert_eq!(be_u32(&a, 88), Some(0x1234_5678));
+        assert_eq!(be_u32(&a, 92), Some(u32::MAX), "num_want -1");
+        assert_eq!(&a[96..98], &6881u16.to_be_bytes());
+        assert_eq!(
+            u.poll_timeout(),
+            Some(17_000),
+            "fresh tries after the first connect"
+        );
+
+        let peers = [127, 0, 0, 1, 0x1a, 0xe1, 10, 0, 0, 1, 0, 0, 9, 9];
+        u.handle_datagram(&announce_response(txn, &peers), 3000);
+        let r = u.poll_result().unwrap().unwrap();
+        assert_eq!(r.interval, 1800);
+        assert_eq!(r.incomplete, Some(4));
+        assert_eq!(r.complete, Some(9));
+        assert_eq!(
+            r.peers,
+            vec!["127.0.0.1:6881".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(u.poll_timeout(), None);
+        assert_eq!(u.poll_transmit(), None);
+        assert_eq!(u.poll_result(), None);
+    }
+
+    #[test]
+    fn ipv6_entries() {
+        let mut u = UdpAnnounce::new(request(), 2, 4, 0);
+        u.set_ipv6(true);
+        let a = connected(&mut u, 5, 0);
+        let mut peers = vec![0u8; 15];
+        peers.push(1);
+        peers.extend(7000u16.to_be_bytes());
+        u.handle_datagram(&announce_response(txn_of(&a), &peers), 0);
+        let r = u.poll_result().unwrap().unwrap();
+        assert_eq!(r.peers, vec!["[::1]:7000".parse::<SocketAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn event_codes_and_numwant() {
+        for (event, code) in [
+            (None, 0),
+            (Some(AnnounceEvent::Completed), 1),
+            (Some(AnnounceEvent::Started), 2),
+            (Some(AnnounceEvent::Stopped), 3),
+        ] {
+            let mut req = request();
+            req.event = event;
+            req.numwant = Some(u32::MAX);
+            let mut u = UdpAnnounce::new(req, 3, 4, 0);
+            let a = connected(&mut u, 5, 0);
+            assert_eq!(be_u32(&a, 80), Some(code));
+            assert_eq!(be_u32(&a, 92), Some(i32::MAX as u32));
+        }
+    }
+
+    #[test]
+    fn wrong_txn_and_short_datagrams_are_ignored() {
+        let mut u = UdpAnnounce::new(request(), 4, 4, 0);
+        let c = u.poll_transmit().unwrap();
+        let txn = txn_of(&c);
+        u.handle_datagram(&connect_response(txn.wrapping_add(1), 9), 0);
+        u.handle_datagram(&connect_response(txn, 9)[..15], 0);
+        u.handle_datagram(&[], 0);
+        u.handle_datagram(&[0, 0, 0], 0);
+        // An announce answer while connecting is out of place.
+        u.handle_datagram(&announce_response(txn, &[]), 0);
+        assert_eq!(u.poll_transmit(), None);
+        assert_eq!(u.poll_result(), None);
+        u.handle_datagram(&connect_response(txn, 9), 0);
+        let a = u.poll_transmit().unwrap();
+        let txn = txn_of(&a);
+        u.handle_datagram(&announce_response(txn ^ 1, &[]), 0);
+        u.handle_datagram(&announce_response(txn, &[])[..19], 0);
+        u.handle_datagram(&connect_response(txn, 10), 0);
+        assert_eq!(u.poll_result(), None);
+        assert_eq!(u.poll_transmit(), None);
+        u.handle_datagram(&announce_response(txn, &[1, 2, 3]), 0);
+        assert_eq!(u.poll_result().unwrap().unwrap().peers, vec![]);
+    }
+
+    #[test]
+    fn error_response_is_a_failure() {
+        let mut u = UdpAnnounce::new(request(), 5, 4, 0);
+        let a = connected(&mut u, 5, 0);
+        let mut e = ACTION_ERROR.to_be_bytes().to_vec();
+        e.extend(txn_of(&a).to_be_bytes());
+        e.extend(b"unregistered torrent");
+        u.handle_datagram(&e, 0);
+        assert_eq!(
+            u.poll_result(),
+            Some(Err(TrackerError::Failure("unregistered torrent".into())))
+        );
+        assert_eq!(u.poll_timeout(), None);
+    }
+
+    #[test]
+    fn retransmits_with_backoff_then_times_out() {
+        let mut u = UdpAnnounce::new(request(), 6, 3, 0);
+        let first = u.poll_transmit().unwrap();
+        assert_eq!(u.poll_timeout(), Some(15_000));
+        u.handle_timeout(14_999);
+        assert_eq!(u.poll_transmit(), None);
+        u.handle_timeout(15_000);
+        let second = u.poll_transmit().unwrap();
+        assert_eq!(be_u32(&second, 8), Some(ACTION_CONNECT));
+        assert_eq!(u.poll_timeout(), Some(45_000));
+        u.handle_timeout(45_000);
+        assert!(u.poll_transmit().is_some());
+        assert_eq!(u.poll_timeout(), Some(105_000));
+        u.handle_timeout(105_000);
+        assert_eq!(u.poll_transmit(), None);
+        assert_eq!(u.poll_result(), Some(Err(TrackerError::Timeout)));
+        assert_eq!(u.poll_timeout(), None);
+        // Transaction ids are fresh per request but reused by retransmissions.
+        assert_eq!(txn_of(&first), txn_of(&second));
+    }
+
+    #[test]
+    fn expired_connection_id_reconnects() {
+        let mut u = UdpAnnounce::new(request(), 7, 8, 0);
+        let a = connected(&mut u, 42, 1_000);
+        assert_eq!(u.poll_timeout(), Some(16_000));
+        u.handle_timeout(16_000);
+        let again = u.poll_transmit().unwrap();
+        assert_eq!(again, a, "a retransmitted announce is the same datagram");
+        assert_eq!(u.poll_timeout(), Some(46_000));
+        u.handle_timeout(46_000);
+        assert_eq!(
+            u.poll_transmit().unwrap().len(),
+            98,
+            "id still valid at 45 s"
+        );
+        assert_eq!(u.poll_timeout(), Some(106_000));
+        u.handle_timeout(106_000);
+        let c = u.poll_transmit().unwrap();
+        assert_eq!(c.len(), 16, "id expired: connect again");
+        assert_eq!(
+            u.poll_timeout(),
+            Some(106_000 + 120_000),
+            "the count goes on"
+        );
+        u.handle_datagram(&connect_response(txn_of(&c), 43), 107_000);
+        let a2 = u.poll_transmit().unwrap();
+        assert_eq!(be_u64(&a2, 0), Some(43));
+        assert_eq!(u.poll_timeout(), Some(107_000 + 240_000));
+        u.handle_datagram(&announce_response(txn_of(&a2), &[]), 108_000);
+        assert!(matches!(u.poll_result(), Some(Ok(_))));
+    }
+
+    #[test]
+    fn endless_connects_still_time_out() {
+        let mut u = UdpAnnounce::new(request(), 8, 8, 0);
+        let mut now = 0;
+        let mut sent = 0;
+        while u.poll_result().is_none() {
+            assert!(sent < 100, "never gave up");
+            if let Some(d) = u.poll_transmit() {
+                sent += 1;
+                if d.len() == 16 {
+                    u.handle_datagram(&connect_response(txn_of(&d), 1), now);
+                    continue;
+                }
+            }
+            now = u.poll_timeout().unwrap();
+            u.handle_timeout(now);
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut rng = fastrand::Rng::with_seed(9);
+        for _ in 0..2000 {
+            let mut u = UdpAnnounce::new(request(), rng.u64(..), 2, 0);
+            let c = u.poll_transmit().unwrap();
+            let mut d = connect_response(txn_of(&c), 1);
+            d.truncate(rng.usize(..=d.len()));
+            u.handle_datagram(&d, 0);
+            let len = rng.usize(..64);
+            let mut junk: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+            if let Some(a) = u.poll_transmit() {
+                if junk.len() >= 8 {
+                    junk[4..8].copy_from_slice(&txn_of(&a).to_be_bytes());
+                }
+            }
+            u.handle_datagram(&junk, 0);
+            u.handle_timeout(u64::MAX);
+        }
     }
 }
