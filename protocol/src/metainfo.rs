@@ -173,7 +173,7 @@ impl Info {
             .get("pieces")
             .and_then(Value::as_bytes)
             .ok_or(Field("pieces"))?;
-        if pieces.len() % 20 != 0 {
+        if !pieces.len().is_multiple_of(20) {
             return Err(Field("pieces"));
         }
 
