@@ -8,8 +8,9 @@ use super::{
     AnnounceEvent, AnnounceRequest, AnnounceResponse, TrackerError, MAX_PEERS_PER_RESPONSE,
 };
 use crate::bencode::{self, Value};
+use crate::extension::decode_compact;
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 /// Texts from the tracker (failure reason, warning, tracker id) are cut to this many bytes: they
 /// end up in logs and on the page.
@@ -128,7 +129,7 @@ fn usable(addr: SocketAddr) -> bool {
     addr.port() != 0 && !addr.ip().is_unspecified()
 }
 
-/// Decodes a compact peer string (BEP 23: 4-byte IPv4 + port; BEP 7: 16-byte IPv6 + port) into
+/// Appends a compact peer string (BEP 23: 4-byte IPv4 + port; BEP 7: 16-byte IPv6 + port) to
 /// `out`, up to [`MAX_PEERS_PER_RESPONSE`] in total.
 pub(crate) fn compact_peers(
     bytes: &[u8],
@@ -136,39 +137,15 @@ pub(crate) fn compact_peers(
     out: &mut Vec<SocketAddr>,
 ) -> Result<(), TrackerError> {
     let (entry, name) = if ipv6 { (18, "peers6") } else { (6, "peers") };
-    if !bytes.chunks_exact(entry).remainder().is_empty() {
-        return Err(TrackerError::Malformed(format!(
+    let room = MAX_PEERS_PER_RESPONSE.saturating_sub(out.len());
+    let peers = decode_compact(bytes, entry, room).ok_or_else(|| {
+        TrackerError::Malformed(format!(
             "{name}: compact length {} is not a multiple of {entry}",
             bytes.len()
-        )));
-    }
-    extend_compact(bytes, ipv6, out);
+        ))
+    })?;
+    out.extend(peers.into_iter().filter(|a| usable(*a)));
     Ok(())
-}
-
-/// Decodes whole compact entries of `bytes` and ignores a partial one at the end.
-pub(crate) fn extend_compact(bytes: &[u8], ipv6: bool, out: &mut Vec<SocketAddr>) {
-    let entry = if ipv6 { 18 } else { 6 };
-    for chunk in bytes.chunks_exact(entry) {
-        if out.len() >= MAX_PEERS_PER_RESPONSE {
-            return;
-        }
-        let (ip_bytes, port) = chunk.split_at(entry - 2);
-        let port = u16::from_be_bytes([port[0], port[1]]);
-        let ip = if ipv6 {
-            let mut a = [0u8; 16];
-            a.copy_from_slice(ip_bytes);
-            IpAddr::V6(Ipv6Addr::from(a))
-        } else {
-            let mut a = [0u8; 4];
-            a.copy_from_slice(ip_bytes);
-            IpAddr::V4(Ipv4Addr::from(a))
-        };
-        let addr = SocketAddr::new(ip, port);
-        if usable(addr) {
-            out.push(addr);
-        }
-    }
 }
 
 /// The original (BEP 3) peer list of `{ip, port, peer id}` dictionaries. Entries that are not

@@ -208,7 +208,11 @@ impl UdpAnnounce {
         let seeders = be_u32(data, 16)?;
         let mut peers = Vec::new();
         let entries = data.get(20..).unwrap_or_default();
-        super::http::extend_compact(entries, self.ipv6, &mut peers);
+        // A torn last entry is dropped rather than losing the whole answer.
+        let entry = if self.ipv6 { 18 } else { 6 };
+        let whole = entries.len() - entries.len() % entry;
+        let entries = entries.get(..whole).unwrap_or_default();
+        super::http::compact_peers(entries, self.ipv6, &mut peers).ok()?;
         debug_assert!(peers.len() <= MAX_PEERS_PER_RESPONSE);
         Some(AnnounceResponse {
             interval,
