@@ -4,9 +4,18 @@
 //! must do (`poll_*`): connections to open or close, bytes to send, events to report. It never
 //! blocks and never reads a clock; `poll_timeout` says when it next wants `handle_timeout`.
 
-use crate::metainfo::Info;
-use crate::storage::{Storage, StorageError};
-use crate::{InfoHash, PeerId};
+mod bitfield;
+mod choker;
+mod peer;
+mod picker;
+mod rate;
+#[cfg(test)]
+mod tests;
+mod torrent;
+
+pub use bitfield::Bitfield;
+pub use torrent::Torrent;
+
 use std::net::SocketAddr;
 
 #[derive(Debug, Clone)]
@@ -66,9 +75,15 @@ pub enum PeerSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// Open a connection to `addr`; answer with `handle_connected` or `handle_closed`.
-    Connect { conn: ConnId, addr: SocketAddr },
+    Connect {
+        conn: ConnId,
+        addr: SocketAddr,
+    },
     /// Close this connection; the engine has already forgotten it.
-    Close { conn: ConnId, reason: String },
+    Close {
+        conn: ConnId,
+        reason: String,
+    },
     /// A magnet's metadata arrived and matched the info-hash: `info()` is now set, and the driver
     /// should `attach_storage`.
     MetadataReceived,
@@ -111,127 +126,4 @@ pub struct PeerInfo {
     pub choking_us: bool,
     pub interested_in_us: bool,
     pub source: PeerSource,
-}
-
-pub struct Torrent {
-    _private: (),
-}
-
-impl Torrent {
-    /// `info` is `None` for a magnet: the engine then fetches it with ut_metadata. `seed` feeds
-    /// the engine's random choices (piece order, optimistic unchoke).
-    pub fn new(info_hash: InfoHash, info: Option<Info>, peer_id: PeerId, config: Config, seed: u64) -> Self {
-        let _ = (info_hash, info, peer_id, config, seed);
-        todo!()
-    }
-
-    pub fn info_hash(&self) -> InfoHash {
-        todo!()
-    }
-
-    pub fn info(&self) -> Option<&Info> {
-        todo!()
-    }
-
-    /// Gives the engine its store. Until then (a magnet waiting for metadata) no piece is
-    /// requested or served.
-    pub fn attach_storage(&mut self, storage: Box<dyn Storage>) {
-        let _ = storage;
-        todo!()
-    }
-
-    /// Hashes up to `max_pieces` pieces already in storage (resume) and marks the good ones as
-    /// had. Returns true once every piece has been checked. Call before connecting to peers, or
-    /// interleaved with the driver's loop so a big check never blocks it.
-    pub fn check_existing(&mut self, max_pieces: u32) -> Result<bool, StorageError> {
-        let _ = max_pieces;
-        todo!()
-    }
-
-    /// Candidate peer addresses: the engine connects to them as slots free up.
-    pub fn add_peers(&mut self, addrs: &[SocketAddr], source: PeerSource) {
-        let _ = (addrs, source);
-        todo!()
-    }
-
-    /// An outgoing connection from `Event::Connect` is established.
-    pub fn handle_connected(&mut self, conn: ConnId, now_ms: u64) {
-        let _ = (conn, now_ms);
-        todo!()
-    }
-
-    /// A peer connected to us; `None` refuses it (full or banned) and the driver closes it.
-    pub fn handle_incoming(&mut self, addr: SocketAddr, now_ms: u64) -> Option<ConnId> {
-        let _ = (addr, now_ms);
-        todo!()
-    }
-
-    /// Bytes received on `conn`, in any split.
-    pub fn handle_data(&mut self, conn: ConnId, data: &[u8], now_ms: u64) {
-        let _ = (conn, data, now_ms);
-        todo!()
-    }
-
-    /// The connection failed or the peer closed it.
-    pub fn handle_closed(&mut self, conn: ConnId, now_ms: u64) {
-        let _ = (conn, now_ms);
-        todo!()
-    }
-
-    /// `bytes` handed out by `poll_transmit` for `conn` have left through the socket: upload
-    /// data is produced only while few bytes sit unsent, so a slow peer never fills our memory.
-    pub fn handle_sent(&mut self, conn: ConnId, bytes: usize) {
-        let _ = (conn, bytes);
-        todo!()
-    }
-
-    pub fn handle_timeout(&mut self, now_ms: u64) {
-        let _ = now_ms;
-        todo!()
-    }
-
-    /// When the engine next wants `handle_timeout`.
-    pub fn poll_timeout(&self) -> Option<u64> {
-        todo!()
-    }
-
-    pub fn poll_event(&mut self) -> Option<Event> {
-        todo!()
-    }
-
-    /// Bytes to send on a connection.
-    pub fn poll_transmit(&mut self) -> Option<(ConnId, Vec<u8>)> {
-        todo!()
-    }
-
-    pub fn is_complete(&self) -> bool {
-        todo!()
-    }
-
-    pub fn stats(&self) -> Stats {
-        todo!()
-    }
-
-    pub fn peers(&self) -> Vec<PeerInfo> {
-        todo!()
-    }
-
-    /// One flag per piece: verified or not (the page's piece map).
-    pub fn have(&self) -> &[bool] {
-        todo!()
-    }
-
-    /// Verified bytes per file, in `info().files` order.
-    pub fn file_progress(&self) -> Vec<u64> {
-        todo!()
-    }
-
-    /// Stops requesting and closes every connection (events follow); `resume` reconnects.
-    pub fn pause(&mut self) {
-        todo!()
-    }
-
-    pub fn resume(&mut self) {
-        todo!()
-    }
 }

@@ -1,0 +1,324 @@
+//! Whole swarms in memory on a virtual clock: engines wired to each other through a fake network
+//! that splits the byte streams at random.
+
+use super::*;
+use crate::metainfo::{Info, InfoBuilder};
+use crate::storage::{MemoryStorage, Storage, StorageError};
+use crate::PeerId;
+use std::cell::Cell;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+
+/// Reads return garbage once `corrupt` is set: a seeder that passed its own check and then
+/// serves bad data.
+struct CorruptingStorage {
+    inner: MemoryStorage,
+    corrupt: Rc<Cell<bool>>,
+}
+
+impl Storage for CorruptingStorage {
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        self.inner.read(offset, buf)?;
+        if self.corrupt.get() {
+            for b in buf.iter_mut() {
+                *b ^= 0x5a;
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        self.inner.write(offset, data)
+    }
+}
+
+/// Shares one memory store between the engine and the test, to compare bytes at the end.
+#[derive(Clone)]
+struct SharedStorage(Rc<std::cell::RefCell<MemoryStorage>>);
+
+impl Storage for SharedStorage {
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        self.0.borrow_mut().read(offset, buf)
+    }
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        self.0.borrow_mut().write(offset, data)
+    }
+}
+
+fn make_torrent(len: usize, piece_length: u32, seed: u64) -> (Vec<u8>, Info) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let data: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+    let files = vec![
+        (vec!["a.bin".to_string()], 1000),
+        (vec!["b.bin".to_string()], len as u64 - 1000),
+    ];
+    let mut b = InfoBuilder::new("swarm", files, piece_length, false);
+    b.update(&data);
+    (data, b.finish())
+}
+
+struct Node {
+    addr: SocketAddr,
+    torrent: Torrent,
+    events: Vec<Event>,
+}
+
+/// The fake network: node index and connection on each end of every link.
+struct Net {
+    nodes: Vec<Node>,
+    links: BTreeMap<(usize, ConnId), (usize, ConnId)>,
+    /// Outgoing connections waiting for the other side to accept.
+    pending: VecDeque<(usize, ConnId, SocketAddr)>,
+    now: u64,
+    rng: fastrand::Rng,
+}
+
+impl Net {
+    fn new() -> Self {
+        Net {
+            nodes: Vec::new(),
+            links: BTreeMap::new(),
+            pending: VecDeque::new(),
+            now: 0,
+            rng: fastrand::Rng::with_seed(7),
+        }
+    }
+
+    fn add(&mut self, torrent: Torrent) -> usize {
+        let i = self.nodes.len();
+        let addr: SocketAddr = format!("10.0.0.{}:6881", i + 1).parse().unwrap();
+        self.nodes.push(Node {
+            addr,
+            torrent,
+            events: Vec::new(),
+        });
+        i
+    }
+
+    /// Delivers everything until no engine has anything more to say.
+    fn settle(&mut self) {
+        loop {
+            let mut busy = false;
+            for i in 0..self.nodes.len() {
+                while let Some(ev) = self.nodes[i].torrent.poll_event() {
+                    busy = true;
+                    match &ev {
+                        Event::Connect { conn, addr } => self.pending.push_back((i, *conn, *addr)),
+                        Event::Close { conn, .. } => {
+                            if let Some((j, c)) = self.links.remove(&(i, *conn)) {
+                                self.links.remove(&(j, c));
+                                self.nodes[j].torrent.handle_closed(c, self.now);
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.nodes[i].events.push(ev);
+                }
+            }
+            while let Some((i, conn, addr)) = self.pending.pop_front() {
+                busy = true;
+                let from = self.nodes[i].addr;
+                let target = self.nodes.iter().position(|n| n.addr == addr);
+                match target.and_then(|j| {
+                    self.nodes[j]
+                        .torrent
+                        .handle_incoming(from, self.now)
+                        .map(|c| (j, c))
+                }) {
+                    Some((j, c)) => {
+                        self.links.insert((i, conn), (j, c));
+                        self.links.insert((j, c), (i, conn));
+                        self.nodes[i].torrent.handle_connected(conn, self.now);
+                    }
+                    None => self.nodes[i].torrent.handle_closed(conn, self.now),
+                }
+            }
+            for i in 0..self.nodes.len() {
+                while let Some((conn, bytes)) = self.nodes[i].torrent.poll_transmit() {
+                    busy = true;
+                    let len = bytes.len();
+                    if let Some(&(j, c)) = self.links.get(&(i, conn)) {
+                        // Random splits exercise the incremental decoder.
+                        let mut rest = &bytes[..];
+                        while !rest.is_empty() {
+                            let n = self.rng.usize(1..=rest.len().min(40_000));
+                            self.nodes[j].torrent.handle_data(c, &rest[..n], self.now);
+                            rest = &rest[n..];
+                        }
+                    }
+                    self.nodes[i].torrent.handle_sent(conn, len);
+                }
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    /// Runs until `done` or the virtual deadline, advancing the clock to each next timeout.
+    fn run_until(&mut self, deadline_ms: u64, done: impl Fn(&Net) -> bool) -> bool {
+        loop {
+            self.settle();
+            if done(self) {
+                return true;
+            }
+            let next = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.torrent.poll_timeout())
+                .min()
+                .unwrap_or(self.now + 1000);
+            self.now = next.max(self.now + 1);
+            if self.now > deadline_ms {
+                return false;
+            }
+            for n in &mut self.nodes {
+                n.torrent.handle_timeout(self.now);
+            }
+        }
+    }
+}
+
+fn seeder(info: &Info, data: &[u8], seed: u64) -> Torrent {
+    let mut t = Torrent::new(
+        info.info_hash,
+        Some(info.clone()),
+        PeerId::generate(seed),
+        Config::default(),
+        seed,
+    );
+    t.attach_storage(Box::new(MemoryStorage {
+        data: data.to_vec(),
+    }));
+    assert!(t.check_existing(u32::MAX).unwrap());
+    assert!(t.is_complete());
+    t
+}
+
+#[test]
+fn leecher_completes_despite_a_corrupt_seeder_and_bans_it() {
+    let (data, info) = make_torrent(3 * 1024 * 1024 + 12345, 64 * 1024, 1);
+    let mut net = Net::new();
+    let good = net.add(seeder(&info, &data, 11));
+
+    let corrupt_flag = Rc::new(Cell::new(false));
+    let mut bad_t = Torrent::new(
+        info.info_hash,
+        Some(info.clone()),
+        PeerId::generate(12),
+        Config::default(),
+        12,
+    );
+    bad_t.attach_storage(Box::new(CorruptingStorage {
+        inner: MemoryStorage { data: data.clone() },
+        corrupt: corrupt_flag.clone(),
+    }));
+    assert!(bad_t.check_existing(u32::MAX).unwrap());
+    corrupt_flag.set(true);
+    let bad = net.add(bad_t);
+
+    let store = SharedStorage(Rc::new(std::cell::RefCell::new(MemoryStorage::new(
+        info.total_length,
+    ))));
+    let mut leech = Torrent::new(
+        info.info_hash,
+        Some(info.clone()),
+        PeerId::generate(13),
+        Config::default(),
+        13,
+    );
+    leech.attach_storage(Box::new(store.clone()));
+    assert!(leech.check_existing(u32::MAX).unwrap());
+    // The corrupt peer first, so that it certainly gets pieces of its own to fail.
+    leech.add_peers(
+        &[net.nodes[bad].addr, net.nodes[good].addr],
+        PeerSource::Manual,
+    );
+    let l = net.add(leech);
+
+    assert!(
+        net.run_until(600_000, |n| n.nodes[l].torrent.is_complete()),
+        "download did not complete"
+    );
+    assert!(
+        store.0.borrow().data == data,
+        "downloaded bytes differ from the source"
+    );
+    let bad_addr = net.nodes[bad].addr;
+    assert!(
+        net.nodes[l].events.contains(&Event::PeerBanned(bad_addr)),
+        "corrupt peer not banned"
+    );
+    assert!(net.nodes[l]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::PieceFailed(_))));
+    assert!(net.nodes[l].events.contains(&Event::Complete));
+    let good_addr = net.nodes[good].addr;
+    assert!(!net.nodes[l].events.contains(&Event::PeerBanned(good_addr)));
+}
+
+#[test]
+fn magnet_fetches_metadata_then_downloads_from_two_seeders() {
+    let (data, info) = make_torrent(700_000, 32 * 1024, 2);
+    let mut net = Net::new();
+    let s1 = net.add(seeder(&info, &data, 21));
+    let s2 = net.add(seeder(&info, &data, 22));
+    let mut leech = Torrent::new(
+        info.info_hash,
+        None,
+        PeerId::generate(23),
+        Config::default(),
+        23,
+    );
+    leech.add_peers(
+        &[net.nodes[s1].addr, net.nodes[s2].addr],
+        PeerSource::Magnet,
+    );
+    let l = net.add(leech);
+
+    assert!(
+        net.run_until(60_000, |n| n.nodes[l].torrent.info().is_some()),
+        "no metadata"
+    );
+    assert_eq!(net.nodes[l].torrent.info().unwrap().raw, info.raw);
+    let store = SharedStorage(Rc::new(std::cell::RefCell::new(MemoryStorage::new(
+        info.total_length,
+    ))));
+    net.nodes[l].torrent.attach_storage(Box::new(store.clone()));
+    assert!(net.nodes[l].torrent.check_existing(u32::MAX).unwrap());
+    assert!(
+        net.run_until(600_000, |n| n.nodes[l].torrent.is_complete()),
+        "download did not complete"
+    );
+    assert!(store.0.borrow().data == data);
+    assert_eq!(net.nodes[l].torrent.file_progress(), vec![1000, 699_000]);
+    let stats = net.nodes[l].torrent.stats();
+    assert_eq!(stats.verified, info.total_length);
+}
+
+#[test]
+fn resume_keeps_verified_pieces() {
+    let (data, info) = make_torrent(500_000, 16 * 1024, 3);
+    let mut partial = data.clone();
+    // Damage the second half: only the first half survives the check.
+    for b in &mut partial[250_000..] {
+        *b = 0;
+    }
+    let mut t = Torrent::new(
+        info.info_hash,
+        Some(info.clone()),
+        PeerId::generate(31),
+        Config::default(),
+        31,
+    );
+    t.attach_storage(Box::new(MemoryStorage { data: partial }));
+    let mut rounds = 0;
+    while !t.check_existing(5).unwrap() {
+        rounds += 1;
+    }
+    assert!(rounds >= 5, "checking is done in slices");
+    let have = t.have().iter().filter(|h| **h).count();
+    assert_eq!(have, 250_000 / 16384);
+    assert!(!t.is_complete());
+}
