@@ -76,6 +76,8 @@ pub struct Torrent {
 }
 
 impl Torrent {
+    /// `info` is `None` for a magnet: the engine then fetches it with ut_metadata. `seed` feeds
+    /// the engine's random choices (piece order, optimistic unchoke).
     pub fn new(
         info_hash: InfoHash,
         info: Option<Info>,
@@ -140,6 +142,8 @@ impl Torrent {
         self.metadata = None;
     }
 
+    /// Gives the engine its store. Until then (a magnet waiting for metadata) no piece is
+    /// requested or served.
     pub fn attach_storage(&mut self, storage: Box<dyn Storage>) {
         self.storage = Some(storage);
         self.check_next = 0;
@@ -150,6 +154,9 @@ impl Torrent {
         self.refill_all();
     }
 
+    /// Hashes up to `max_pieces` pieces already in storage (resume) and marks the good ones as
+    /// had. Returns true once every piece has been checked. Call before connecting to peers, or
+    /// interleaved with the driver's loop so a big check never blocks it.
     pub fn check_existing(&mut self, max_pieces: u32) -> Result<bool, StorageError> {
         let (Some(picker), Some(storage)) = (self.picker.as_mut(), self.storage.as_mut()) else {
             return Ok(false);
@@ -178,6 +185,7 @@ impl Torrent {
         self.maybe_complete();
     }
 
+    /// Candidate peer addresses: the engine connects to them as slots free up.
     pub fn add_peers(&mut self, addrs: &[SocketAddr], source: PeerSource) {
         for &addr in addrs {
             if self.candidates.len() >= MAX_CANDIDATES {
@@ -196,6 +204,7 @@ impl Torrent {
         self.maybe_connect();
     }
 
+    /// An outgoing connection from `Event::Connect` is established.
     pub fn handle_connected(&mut self, conn: ConnId, now_ms: u64) {
         self.now = now_ms;
         let handshake = Handshake::new(self.info_hash, self.peer_id).encode();
@@ -209,6 +218,7 @@ impl Torrent {
         }
     }
 
+    /// A peer connected to us; `None` refuses it (full or banned) and the driver closes it.
     pub fn handle_incoming(&mut self, addr: SocketAddr, now_ms: u64) -> Option<ConnId> {
         self.now = now_ms;
         if self.paused || self.banned.contains(&addr) || self.peers.len() >= self.config.max_peers {
@@ -228,6 +238,7 @@ impl Torrent {
         conn
     }
 
+    /// Bytes received on `conn`, in any split.
     pub fn handle_data(&mut self, conn: ConnId, data: &[u8], now_ms: u64) {
         self.now = now_ms;
         let Some(peer) = self.peers.get_mut(&conn) else {
@@ -266,12 +277,15 @@ impl Torrent {
         self.fill_requests(conn);
     }
 
+    /// The connection failed or the peer closed it.
     pub fn handle_closed(&mut self, conn: ConnId, now_ms: u64) {
         self.now = now_ms;
         self.remove_peer(conn);
         self.maybe_connect();
     }
 
+    /// `bytes` handed out by `poll_transmit` for `conn` have left through the socket: upload
+    /// data is produced only while few bytes sit unsent, so a slow peer never fills our memory.
     pub fn handle_sent(&mut self, conn: ConnId, bytes: usize) {
         if let Some(peer) = self.peers.get_mut(&conn) {
             peer.unsent = peer.unsent.saturating_sub(bytes);
@@ -302,6 +316,7 @@ impl Torrent {
         self.refill_all();
     }
 
+    /// When the engine next wants `handle_timeout`.
     pub fn poll_timeout(&self) -> Option<u64> {
         Some(self.next_tick)
     }
@@ -310,6 +325,7 @@ impl Torrent {
         self.events.pop_front()
     }
 
+    /// Bytes to send on a connection.
     pub fn poll_transmit(&mut self) -> Option<(ConnId, Vec<u8>)> {
         let conns: Vec<ConnId> = self.peers.keys().copied().collect();
         for conn in conns {
@@ -384,10 +400,12 @@ impl Torrent {
             .collect()
     }
 
+    /// One flag per piece: verified or not (the page's piece map).
     pub fn have(&self) -> &[bool] {
         self.picker.as_ref().map_or(&[], Picker::have)
     }
 
+    /// Verified bytes per file, in `info().files` order.
     pub fn file_progress(&self) -> Vec<u64> {
         let (Some(info), Some(picker)) = (&self.info, &self.picker) else {
             return Vec::new();
@@ -413,6 +431,7 @@ impl Torrent {
             .collect()
     }
 
+    /// Stops requesting and closes every connection (events follow); `resume` reconnects.
     pub fn pause(&mut self) {
         self.paused = true;
         let conns: Vec<ConnId> = self.peers.keys().copied().collect();
