@@ -83,7 +83,12 @@ pub fn assert_same_tree(expected: &Path, actual: &Path) {
         expected.display()
     );
     for rel in &want {
-        let (a, b) = (expected.join(rel), actual.join(rel));
+        // A single file lists itself as the empty path, which join() would turn into "file/".
+        let (a, b) = if rel.as_os_str().is_empty() {
+            (expected.to_path_buf(), actual.to_path_buf())
+        } else {
+            (expected.join(rel), actual.join(rel))
+        };
         if let Some(diff) = first_difference(&a, &b).expect("read files to compare") {
             panic!("{} differs from {}: {diff}", b.display(), a.display());
         }

@@ -237,25 +237,46 @@ impl Proc {
         self.status.expect("reaped above")
     }
 
-    /// The last `n` lines of stdout and of stderr, for failure messages.
+    /// The last `n` lines of stdout and of stderr, for failure messages. Runs of similar lines
+    /// (the same first 24 characters, like periodic status lines) are shortened to their last.
     pub fn tail(&self, n: usize) -> String {
         let out = self.shared.lock();
         let mut s = String::new();
         for (label, lines) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
-            let skip = lines.len().saturating_sub(n);
+            let kept = collapse_similar(lines);
+            let skip = kept.len().saturating_sub(n);
             s.push_str(&format!(
-                "--- {} {label} (last {} of {} lines) ---\n",
+                "--- {} {label} ({} lines; the last {} after collapsing repeats) ---\n",
                 self.name,
-                lines.len() - skip,
-                lines.len()
+                lines.len(),
+                kept.len() - skip
             ));
-            for line in &lines[skip..] {
+            for line in &kept[skip..] {
                 s.push_str(line);
                 s.push('\n');
             }
         }
         s
     }
+}
+
+fn collapse_similar(lines: &[String]) -> Vec<String> {
+    let key = |l: &str| l.chars().take(24).collect::<String>();
+    let mut out: Vec<String> = Vec::new();
+    let mut run = 0;
+    for (i, line) in lines.iter().enumerate() {
+        let same_as_next = lines.get(i + 1).is_some_and(|next| key(next) == key(line));
+        if same_as_next {
+            run += 1;
+            continue;
+        }
+        if run > 0 {
+            out.push(format!("[{run} similar lines]"));
+            run = 0;
+        }
+        out.push(line.clone());
+    }
+    out
 }
 
 /// Describes an exit status in words, e.g. for assertion messages.
@@ -305,4 +326,66 @@ fn spawn_reader(pipe: impl Read + Send + 'static, stream: Stream, shared: Arc<Sh
         };
         shared.changed.notify_all();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_lines_and_exit_status() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo one; echo two >&2; echo three; exit 3"]);
+        let mut p = Proc::spawn("sh", cmd);
+        let line = p.wait_stdout_contains("thr", Duration::from_secs(10));
+        assert_eq!(line, "three");
+        let status = p.wait_exit(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(3));
+        assert_eq!(p.stdout(), vec!["one", "three"]);
+        assert_eq!(p.stderr(), vec!["two"]);
+    }
+
+    #[test]
+    fn drop_kills_the_whole_group() {
+        let mut cmd = Command::new("sh");
+        // The shell's child writes its pid and sleeps; killing only the shell would leave it.
+        cmd.args(["-c", "sleep 1000 & echo $!; wait"]);
+        let p = Proc::spawn("sh", cmd);
+        let pid: i32 = p.wait_line(Stream::Stdout, Duration::from_secs(10), "a pid", |l| {
+            l.parse().ok()
+        });
+        drop(p);
+        crate::wait::wait_until(Duration::from_secs(10), "the grandchild to die", || {
+            // SAFETY: signal 0 only checks that the process exists.
+            let alive = unsafe { libc::kill(pid, 0) } == 0;
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| s.contains(") Z "))
+                .unwrap_or(true);
+            (!alive || zombie).then_some(())
+        });
+    }
+
+    #[test]
+    fn collapses_runs_of_similar_lines() {
+        let lines: Vec<String> = [
+            "a",
+            "status status status status 1",
+            "status status status status 2",
+            "status status status status 3",
+            "b",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let out = collapse_similar(&lines);
+        assert_eq!(
+            out,
+            vec![
+                "a",
+                "[2 similar lines]",
+                "status status status status 3",
+                "b"
+            ]
+        );
+    }
 }
