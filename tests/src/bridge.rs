@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::net::free_port;
+use crate::net::{free_port, wait_port_open};
 use crate::process::{Proc, Stream};
 
 /// The path of the `bridge` binary the tests run.
@@ -242,12 +242,15 @@ impl Seed {
         let torrent = proc.wait_line(Stream::Stdout, t, "the torrent: line", |l| {
             l.strip_prefix("torrent: ").map(PathBuf::from)
         });
-        Seed {
+        let seed = Seed {
             proc,
             magnet,
             torrent,
             port,
-        }
+        };
+        // A peer told to dial the seed right away must find it listening.
+        wait_port_open(seed.addr(), t);
+        seed
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -11,6 +11,7 @@ pub mod fake_peer;
 pub mod libtorrent;
 pub mod net;
 pub mod process;
+pub mod swarm;
 pub mod tracker;
 pub mod wait;
 

@@ -148,9 +148,8 @@ impl Proc {
                     "timed out"
                 };
                 panic!(
-                    "{}: {why} after {:?} waiting for {what}\n{}",
+                    "{}: {why} while waiting for {what} (deadline {timeout:?})\n{}",
                     self.name,
-                    timeout,
                     self.tail(40)
                 );
             }
