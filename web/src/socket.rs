@@ -1,0 +1,153 @@
+//! One WebSocket to the bridge per peer connection: the bridge turns it into one TCP connection
+//! and carries the byte stream in binary frames.
+
+use crate::app;
+use js_sys::{ArrayBuffer, Uint8Array};
+use protocol::engine::ConnId;
+use protocol::InfoHash;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::JsCast;
+use web_sys::{BinaryType, CloseEvent, Event, MessageEvent, WebSocket};
+
+/// We hand the browser more bytes only while fewer than this wait in `bufferedAmount`.
+const MAX_BUFFERED: u64 = 1 << 20;
+
+pub struct PeerSocket {
+    ws: WebSocket,
+    pub addr: SocketAddr,
+    pub opened: bool,
+    /// Bytes from the engine not yet given to the browser (over `MAX_BUFFERED`, or not open yet).
+    backlog: VecDeque<Vec<u8>>,
+    /// Bytes given to `send` and not yet reported to the engine as sent.
+    in_flight: u64,
+    _onopen: Closure<dyn FnMut(Event)>,
+    _onmessage: Closure<dyn FnMut(MessageEvent)>,
+    _onclose: Closure<dyn FnMut(CloseEvent)>,
+}
+
+/// `ws://host/peer?addr=..` for the page's own bridge.
+pub fn peer_url(ws_base: &str, addr: SocketAddr) -> String {
+    let addr = addr
+        .to_string()
+        .replace('[', "%5B")
+        .replace(']', "%5D")
+        .replace(':', "%3A");
+    format!("{ws_base}/peer?addr={addr}")
+}
+
+impl PeerSocket {
+    pub fn connect(
+        ws_base: &str,
+        id: InfoHash,
+        conn: ConnId,
+        addr: SocketAddr,
+    ) -> Result<Self, String> {
+        let ws = WebSocket::new(&peer_url(ws_base, addr)).map_err(|e| crate::js::err_text(&e))?;
+        ws.set_binary_type(BinaryType::Arraybuffer);
+        let onopen = Closure::<dyn FnMut(Event)>::new(move |_| app::on_peer_open(id, conn));
+        let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+            if let Ok(buf) = e.data().dyn_into::<ArrayBuffer>() {
+                app::on_peer_data(id, conn, &Uint8Array::new(&buf));
+            }
+        });
+        // `error` is always followed by `close`, so `close` alone reports the end.
+        let onclose = Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| {
+            app::on_peer_closed(id, conn, e.code(), e.reason());
+        });
+        ws.set_onopen(Some(onopen.as_ref().unchecked_ref()));
+        ws.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
+        ws.set_onclose(Some(onclose.as_ref().unchecked_ref()));
+        Ok(PeerSocket {
+            ws,
+            addr,
+            opened: false,
+            backlog: VecDeque::new(),
+            in_flight: 0,
+            _onopen: onopen,
+            _onmessage: onmessage,
+            _onclose: onclose,
+        })
+    }
+
+    pub fn queue(&mut self, data: Vec<u8>) {
+        if !data.is_empty() {
+            self.backlog.push_back(data);
+        }
+        self.flush();
+    }
+
+    /// Sends from the backlog while the browser's buffer has room.
+    pub fn flush(&mut self) {
+        if !self.opened {
+            return;
+        }
+        while let Some(front) = self.backlog.front() {
+            if self.buffered() >= MAX_BUFFERED {
+                break;
+            }
+            if self.ws.send_with_u8_array(front).is_err() {
+                break;
+            }
+            self.in_flight += front.len() as u64;
+            self.backlog.pop_front();
+        }
+    }
+
+    fn buffered(&self) -> u64 {
+        u64::from(self.ws.buffered_amount())
+    }
+
+    /// Bytes that left `bufferedAmount` since the last call: they are on the wire.
+    pub fn drained(&mut self) -> usize {
+        let gone = self.in_flight.saturating_sub(self.buffered());
+        self.in_flight -= gone;
+        gone as usize
+    }
+
+    /// True while bytes wait in the backlog or in the browser's buffer.
+    pub fn pending(&self) -> bool {
+        self.in_flight > 0 || !self.backlog.is_empty()
+    }
+
+    /// Closes without reporting back: the engine already forgot this connection.
+    pub fn close(&self) {
+        self.ws.set_onopen(None);
+        self.ws.set_onmessage(None);
+        self.ws.set_onclose(None);
+        let _ = self.ws.close_with_code(1000);
+    }
+}
+
+/// Words for the bridge's close codes.
+pub fn close_reason(code: u16) -> &'static str {
+    match code {
+        4000 => "connection refused",
+        4001 => "connection timed out",
+        4002 => "forbidden destination (the bridge refuses private addresses unless started with --allow-private)",
+        4003 => "not a BitTorrent handshake",
+        4004 => "bridge busy",
+        4005 => "peer closed the connection",
+        1000 => "closed",
+        1006 => "the bridge could not be reached",
+        _ => "closed unexpectedly",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_url_escapes_v6_brackets_and_colons() {
+        assert_eq!(
+            peer_url("ws://h:1", "1.2.3.4:5".parse().unwrap()),
+            "ws://h:1/peer?addr=1.2.3.4%3A5"
+        );
+        assert_eq!(
+            peer_url("wss://h", "[::1]:80".parse().unwrap()),
+            "wss://h/peer?addr=%5B%3A%3A1%5D%3A80"
+        );
+    }
+}
