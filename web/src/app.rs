@@ -309,13 +309,12 @@ impl App {
         }
     }
 
-    fn storage_opened(&mut self, id: InfoHash, result: Result<(Store, bool), String>) {
-        let now = now_ms();
+    fn storage_opened(&mut self, id: InfoHash, result: Result<Store, String>) {
         match (self.find(id), result) {
-            (Some(s), Ok((store, has_data))) => s.attach(store, has_data, now),
+            (Some(s), Ok(store)) => s.attach(store),
             (Some(s), Err(e)) => s.fail(e),
             // Removed while its file was opening: let go of the file and delete it.
-            (None, Ok((store, _))) => {
+            (None, Ok(store)) => {
                 store.close();
                 if let Some(opfs) = self.opfs.clone() {
                     spawn_local(async move {

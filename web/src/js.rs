@@ -51,7 +51,7 @@ pub fn err_name(e: &JsValue) -> Option<String> {
 }
 
 pub fn get(obj: &JsValue, key: &str) -> JsValue {
-    if !obj.is_object() {
+    if !obj.is_object() && !obj.is_function() {
         return JsValue::UNDEFINED;
     }
     Reflect::get(obj, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)

@@ -134,18 +134,12 @@ impl Session {
         }
     }
 
-    /// The data file is open: give it to the engine, then check or start.
-    pub fn attach(&mut self, store: Store, has_data: bool, now: u64) {
+    /// The data file is open: give it to the engine, which then checks what it already holds
+    /// (the engine requests nothing before that check ran, even for a new, empty file).
+    pub fn attach(&mut self, store: Store) {
         self.engine.attach_storage(store.storage());
         self.store = Some(store);
-        if has_data {
-            self.phase = Phase::Checking;
-        } else {
-            self.phase = Phase::Ready;
-            if !self.started {
-                self.start(now);
-            }
-        }
+        self.phase = Phase::Checking;
     }
 
     pub fn fail(&mut self, why: String) {

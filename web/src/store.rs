@@ -34,9 +34,8 @@ impl Storage for SharedMemory {
     }
 }
 
-/// Opens (creating it if needed) the data file of torrent `hex` of `total` bytes. The flag says
-/// whether the file already held data, which then needs a hash check.
-pub async fn open(opfs: Option<Opfs>, hex: &str, total: u64) -> Result<(Store, bool), String> {
+/// Opens (creating it if needed) the data file of torrent `hex` of `total` bytes.
+pub async fn open(opfs: Option<Opfs>, hex: &str, total: u64) -> Result<Store, String> {
     let Some(opfs) = opfs else {
         if total > MAX_MEMORY_TORRENT {
             return Err(format!(
@@ -44,7 +43,7 @@ pub async fn open(opfs: Option<Opfs>, hex: &str, total: u64) -> Result<(Store, b
             ));
         }
         let mem = MemoryStorage::new(total);
-        return Ok((Store::Memory(Rc::new(RefCell::new(mem))), false));
+        return Ok(Store::Memory(Rc::new(RefCell::new(mem))));
     };
     let file = opfs
         .file(hex, true)
@@ -65,7 +64,7 @@ pub async fn open(opfs: Option<Opfs>, hex: &str, total: u64) -> Result<(Store, b
             ));
         }
     }
-    Ok((Store::Opfs { file, sync }, size > 0.0))
+    Ok(Store::Opfs { file, sync })
 }
 
 impl Store {
