@@ -31,7 +31,7 @@ pub struct FileStorage {
 
 impl FileStorage {
     /// Maps `info.files` under `root`. With [`Access::ReadWrite`] it creates every folder and
-    /// file now (0-byte files too) and gives each file its final length; data already there stays.
+    /// file now (0-byte files too); data already there stays.
     pub fn new(root: &Path, info: &Info, access: Access) -> Result<Self, StorageError> {
         let mut paths = Vec::with_capacity(info.files.len());
         for f in &info.files {
@@ -182,8 +182,10 @@ fn create_file(path: &Path, len: u64) -> Result<(), StorageError> {
         .metadata()
         .map_err(|e| StorageError(format!("cannot stat {}: {e}", path.display())))?
         .len();
-    if current != len {
-        // Sparse on most file systems; a longer leftover file is cut to the torrent's length.
+    // A shorter file is left to grow with the writes: reads past its end are zeros without a
+    // system call, which makes the resume check of a fresh download cheap. A longer leftover is
+    // cut to the torrent's length.
+    if current > len {
         file.set_len(len).map_err(|e| {
             StorageError(format!(
                 "cannot size {} to {len} bytes: {e}",
@@ -258,15 +260,16 @@ mod tests {
         ]);
         let mut s = FileStorage::new(&dir.0, &i, Access::ReadWrite).unwrap();
         assert_eq!(std::fs::metadata(dir.0.join("t/empty")).unwrap().len(), 0);
-        assert_eq!(std::fs::metadata(dir.0.join("t/sub/b")).unwrap().len(), 5);
+        assert_eq!(std::fs::metadata(dir.0.join("t/sub/b")).unwrap().len(), 0);
 
         s.write(1, b"xyzuv").unwrap();
         let mut buf = [9u8; 8];
         s.read(0, &mut buf).unwrap();
         assert_eq!(&buf, b"\0xyzuv\0\0");
+        s.write(7, b"!").unwrap();
         s.flush().unwrap();
         assert_eq!(std::fs::read(dir.0.join("t/a")).unwrap(), b"\0xy");
-        assert_eq!(std::fs::read(dir.0.join("t/sub/b")).unwrap(), b"zuv\0\0");
+        assert_eq!(std::fs::read(dir.0.join("t/sub/b")).unwrap(), b"zuv\0!");
 
         assert!(s.write(6, b"abc").is_err());
         assert!(s.read(u64::MAX, &mut [0u8; 2]).is_err());
@@ -276,6 +279,9 @@ mod tests {
     fn keeps_existing_data_for_resume_and_reads_short_files_as_zeros() {
         let dir = TempDir::new("resume");
         std::fs::write(dir.0.join("f"), b"abc").unwrap();
+        std::fs::write(dir.0.join("long"), b"abcdefgh").unwrap();
+        FileStorage::new(&dir.0, &info(&[(&["long"], 2)]), Access::ReadWrite).unwrap();
+        assert_eq!(std::fs::read(dir.0.join("long")).unwrap(), b"ab");
         let i = info(&[(&["f"], 6)]);
         let mut s = FileStorage::new(&dir.0, &i, Access::ReadWrite).unwrap();
         let mut buf = [1u8; 6];

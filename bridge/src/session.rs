@@ -196,39 +196,30 @@ impl Session {
     /// Without metadata yet (a magnet) this waits for `Event::MetadataReceived`.
     pub fn prepare(&mut self) -> Result<()> {
         if self.torrent.info().is_some() && !self.storage_attached {
-            if self.attach_storage()? {
-                while !self
-                    .torrent
-                    .check_existing(64)
-                    .context("resume check failed")?
-                {}
-            }
+            self.attach_storage()?;
+            // The engine requests nothing until every piece was checked, even in fresh files.
+            while !self
+                .torrent
+                .check_existing(64)
+                .context("resume check failed")?
+            {}
             self.report_resume();
         }
         Ok(())
     }
 
-    /// Creates the store; true when there may be data worth hashing.
-    fn attach_storage(&mut self) -> Result<bool> {
+    fn attach_storage(&mut self) -> Result<()> {
         let info = self
             .torrent
             .info()
             .ok_or_else(|| anyhow!("no metadata to store"))?;
-        let existed = info.files.iter().any(|f| {
-            f.length > 0
-                && crate::file_storage::safe_join(&self.opts.output, &f.path)
-                    .ok()
-                    .and_then(|p| std::fs::metadata(p).ok())
-                    .is_some_and(|m| m.len() > 0)
-        });
         let storage =
             FileStorage::new(&self.opts.output, info, self.opts.access).with_context(|| {
                 format!("cannot prepare files under {}", self.opts.output.display())
             })?;
         self.torrent.attach_storage(Box::new(storage));
         self.storage_attached = true;
-        // Hashing a freshly created sparse file only finds zeros: skip it.
-        Ok(existed)
+        Ok(())
     }
 
     fn report_resume(&mut self) {
@@ -472,10 +463,8 @@ impl Session {
                 );
                 self.last_progress = Instant::now();
                 if !self.storage_attached {
-                    self.checking = self.attach_storage()?;
-                    if !self.checking {
-                        self.report_resume();
-                    }
+                    self.attach_storage()?;
+                    self.checking = true;
                 }
             }
             Event::PieceVerified(_) => {}
