@@ -486,7 +486,10 @@ impl Session {
     /// Prints the `complete:` line; true when the session should end.
     fn on_complete(&mut self) -> bool {
         self.complete_reported = true;
-        self.announcer.completed();
+        if matches!(self.opts.mode, Mode::Download { .. }) {
+            // A seed never downloaded anything: trackers would count a bogus completion.
+            self.announcer.completed();
+        }
         let st = self.torrent.stats();
         let secs = self.started.elapsed().as_secs_f64();
         let name = self

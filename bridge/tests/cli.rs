@@ -75,3 +75,110 @@ fn usage_errors_exit_2() {
     let o = bridge(&["download", "x", "--peer", "not-an-address"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// Kills the child when a test fails half-way.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn seed_then_download_a_folder_over_loopback() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let d = tempdir("loop");
+    let src = d.join("src").join("folder");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    std::fs::write(src.join("sub/big"), &big).unwrap();
+    std::fs::write(src.join("empty"), b"").unwrap();
+    std::fs::write(src.join("small"), b"hello").unwrap();
+
+    let torrent = d.join("folder.torrent");
+    let child = Command::new(env!("CARGO_BIN_EXE_bridge"))
+        .args([
+            "seed",
+            src.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--torrent-out",
+        ])
+        .arg(&torrent)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seed = Killed(child);
+    let (tx, rx) = mpsc::channel();
+    let out = seed.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut magnet = None;
+    let mut lines = Vec::new();
+    while magnet.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("seed prints its magnet");
+        magnet = line.strip_prefix("magnet: ").map(str::to_string);
+        lines.push(line);
+    }
+    let pieces = lines[0]
+        .strip_prefix("resume: ")
+        .and_then(|l| l.strip_suffix(" pieces verified on disk"))
+        .and_then(|l| l.split_once('/'))
+        .filter(|(have, total)| have == total)
+        .map(|(_, total)| total.to_string())
+        .unwrap_or_else(|| panic!("seed verifies everything: {lines:?}"));
+    let line = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(line, format!("torrent: {}", torrent.display()));
+    let magnet = magnet.unwrap();
+    assert!(magnet.contains("x.pe=127.0.0.1%3A"), "{magnet}");
+
+    // From the magnet (metadata over ut_metadata, peer from x.pe), then again from the .torrent
+    // into the same folder: everything is on disk already.
+    let dl = d.join("dl");
+    let runs = [
+        (magnet.as_str(), format!("0/{pieces}")),
+        (torrent.to_str().unwrap(), format!("{pieces}/{pieces}")),
+    ];
+    for (source, resume) in runs {
+        let o = bridge(&[
+            "download",
+            source,
+            "--output",
+            dl.to_str().unwrap(),
+            "--port",
+            "0",
+            "--timeout",
+            "20",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(
+            lines[0],
+            format!("resume: {resume} pieces verified on disk")
+        );
+        assert!(
+            lines[1].starts_with("complete: folder, 300005 bytes, downloaded "),
+            "{stdout}"
+        );
+    }
+    assert_eq!(std::fs::read(dl.join("folder/sub/big")).unwrap(), big);
+    assert_eq!(std::fs::read(dl.join("folder/small")).unwrap(), b"hello");
+    assert_eq!(std::fs::metadata(dl.join("folder/empty")).unwrap().len(), 0);
+    drop(seed);
+    std::fs::remove_dir_all(&d).unwrap();
+}
