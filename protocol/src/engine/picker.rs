@@ -394,7 +394,8 @@ impl Picker {
         (index < self.num_pieces()).then(|| self.piece_size(index))
     }
 
-    fn mark_have(&mut self, index: u32) {
+    /// Marks a piece had without hashing it (the driver vouches for it, e.g. a fresh seed).
+    pub fn mark_have(&mut self, index: u32) {
         if !self.have[index as usize] {
             self.have[index as usize] = true;
             self.have_count += 1;

@@ -322,3 +322,21 @@ fn resume_keeps_verified_pieces() {
     assert_eq!(have, 250_000 / 16384);
     assert!(!t.is_complete());
 }
+
+#[test]
+fn assume_checked_skips_hashing_and_checks_the_length() {
+    let (data, info) = make_torrent(200_000, 16 * 1024, 4);
+    let mut t = Torrent::new(
+        info.info_hash,
+        Some(info.clone()),
+        PeerId::generate(41),
+        Config::default(),
+        41,
+    );
+    t.attach_storage(Box::new(MemoryStorage { data }));
+    assert!(!t.assume_checked(&[true; 3]), "wrong length is refused");
+    assert!(!t.is_complete());
+    assert!(t.assume_checked(&vec![true; info.num_pieces() as usize]));
+    assert!(t.is_complete());
+    assert_eq!(t.poll_event(), Some(Event::Complete));
+}

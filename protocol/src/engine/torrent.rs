@@ -73,6 +73,8 @@ pub struct Torrent {
     up: RateMeter,
     complete_reported: bool,
     scratch: Vec<BlockRequest>,
+    /// Where the next `poll_transmit` starts looking, so connections take turns.
+    transmit_cursor: ConnId,
 }
 
 impl Torrent {
@@ -115,6 +117,7 @@ impl Torrent {
             up: RateMeter::default(),
             complete_reported: false,
             scratch: Vec::new(),
+            transmit_cursor: ConnId(0),
         };
         if let Some(info) = info {
             t.set_info(info);
@@ -173,6 +176,29 @@ impl Torrent {
             self.after_check();
         }
         Ok(self.checked)
+    }
+
+    /// Ends the check without hashing: `have[i]` says whether piece `i` is already in storage.
+    /// For data the driver vouches for: a file it just created (nothing had) or a torrent it just
+    /// built from the data (everything had). Returns false, changing nothing, if the length is not
+    /// the piece count.
+    pub fn assume_checked(&mut self, have: &[bool]) -> bool {
+        let Some(picker) = self.picker.as_mut() else {
+            return false;
+        };
+        if have.len() != picker.num_pieces() as usize {
+            return false;
+        }
+        for (i, _) in have.iter().enumerate().filter(|(_, h)| **h) {
+            picker.mark_have(i as u32);
+        }
+        self.check_next = picker.num_pieces();
+        if !self.checked {
+            self.checked = true;
+            self.after_check();
+        }
+        self.refill_all();
+        true
     }
 
     /// Pieces found on disk count as had: tell connected peers and fix interest.
@@ -325,25 +351,37 @@ impl Torrent {
         self.events.pop_front()
     }
 
-    /// Bytes to send on a connection.
+    /// Bytes to send on a connection. Connections take turns, so one busy upload cannot starve
+    /// the others' requests.
     pub fn poll_transmit(&mut self) -> Option<(ConnId, Vec<u8>)> {
-        let conns: Vec<ConnId> = self.peers.keys().copied().collect();
-        for conn in conns {
-            if let Err(e) = self.fill_uploads(conn) {
-                self.storage_failed(e);
-                continue;
+        let start = self.transmit_cursor;
+        let found = match take_output(
+            self.peers.range_mut(start..),
+            self.picker.as_ref(),
+            &mut self.storage,
+            &mut self.up,
+            self.now,
+        ) {
+            Ok(None) => take_output(
+                self.peers.range_mut(..start),
+                self.picker.as_ref(),
+                &mut self.storage,
+                &mut self.up,
+                self.now,
+            ),
+            other => other,
+        };
+        match found {
+            Ok(Some((conn, out))) => {
+                self.transmit_cursor = ConnId(conn.0 + 1);
+                Some((conn, out))
             }
-            let now = self.now;
-            if let Some(peer) = self.peers.get_mut(&conn) {
-                if !peer.out.is_empty() && peer.stage != Stage::Connecting {
-                    let out = std::mem::take(&mut peer.out);
-                    peer.unsent += out.len();
-                    peer.last_send = now;
-                    return Some((conn, out));
-                }
+            Ok(None) => None,
+            Err(e) => {
+                self.storage_failed(e);
+                None
             }
         }
-        None
     }
 
     pub fn is_complete(&self) -> bool {
@@ -991,39 +1029,6 @@ impl Torrent {
         }
     }
 
-    /// Serves queued requests while the socket keeps up.
-    fn fill_uploads(&mut self, conn: ConnId) -> Result<(), StorageError> {
-        let now = self.now;
-        let (Some(peer), Some(picker), Some(storage)) = (
-            self.peers.get_mut(&conn),
-            self.picker.as_ref(),
-            self.storage.as_mut(),
-        ) else {
-            return Ok(());
-        };
-        while peer.unsent + peer.out.len() < UPLOAD_WINDOW {
-            let Some(req) = peer.incoming.pop_front() else {
-                break;
-            };
-            // Header of a `piece` message, then the block read straight into the send buffer.
-            let len = req.length as usize;
-            peer.out.reserve(13 + len);
-            peer.out.extend_from_slice(&(9 + req.length).to_be_bytes());
-            peer.out.push(7);
-            peer.out.extend_from_slice(&req.index.to_be_bytes());
-            peer.out.extend_from_slice(&req.begin.to_be_bytes());
-            let start = peer.out.len();
-            peer.out.resize(start + len, 0);
-            storage.read(
-                picker.piece_offset(req.index) + req.begin as u64,
-                &mut peer.out[start..],
-            )?;
-            peer.up.add(len as u64, now);
-            self.up.add(len as u64, now);
-        }
-        Ok(())
-    }
-
     // ----- choking -----
 
     fn unchoked_count(&self) -> usize {
@@ -1306,4 +1311,60 @@ impl Torrent {
                 .collect();
         }
     }
+}
+
+/// The first connection in `peers` with bytes to send, after topping up its uploads.
+fn take_output<'a>(
+    peers: impl Iterator<Item = (&'a ConnId, &'a mut Peer)>,
+    picker: Option<&Picker>,
+    storage: &mut Option<Box<dyn Storage>>,
+    up: &mut RateMeter,
+    now: u64,
+) -> Result<Option<(ConnId, Vec<u8>)>, StorageError> {
+    for (&conn, peer) in peers {
+        if peer.stage == Stage::Connecting {
+            continue;
+        }
+        if let (Some(picker), Some(storage)) = (picker, storage.as_mut()) {
+            fill_uploads(peer, picker, storage.as_mut(), up, now)?;
+        }
+        if !peer.out.is_empty() {
+            let out = std::mem::take(&mut peer.out);
+            peer.unsent += out.len();
+            peer.last_send = now;
+            return Ok(Some((conn, out)));
+        }
+    }
+    Ok(None)
+}
+
+/// Serves queued requests while the socket keeps up.
+fn fill_uploads(
+    peer: &mut Peer,
+    picker: &Picker,
+    storage: &mut dyn Storage,
+    up: &mut RateMeter,
+    now: u64,
+) -> Result<(), StorageError> {
+    while peer.unsent + peer.out.len() < UPLOAD_WINDOW {
+        let Some(req) = peer.incoming.pop_front() else {
+            break;
+        };
+        // Header of a `piece` message, then the block read straight into the send buffer.
+        let len = req.length as usize;
+        peer.out.reserve(13 + len);
+        peer.out.extend_from_slice(&(9 + req.length).to_be_bytes());
+        peer.out.push(7);
+        peer.out.extend_from_slice(&req.index.to_be_bytes());
+        peer.out.extend_from_slice(&req.begin.to_be_bytes());
+        let start = peer.out.len();
+        peer.out.resize(start + len, 0);
+        storage.read(
+            picker.piece_offset(req.index) + req.begin as u64,
+            &mut peer.out[start..],
+        )?;
+        peer.up.add(len as u64, now);
+        up.add(len as u64, now);
+    }
+    Ok(())
 }
