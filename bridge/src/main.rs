@@ -1,10 +1,11 @@
 //! `bridge`: the native side of the project. `download` and `seed` drive the `protocol` engine
-//! over tokio TCP from the command line.
+//! over tokio TCP from the command line; `serve` (the default) is the browser tab's bridge.
 
 mod download;
 mod file_storage;
 mod progress;
 mod seed;
+mod serve;
 mod session;
 mod tracker_client;
 
@@ -19,9 +20,13 @@ use std::time::Duration;
     version,
     about = "BitTorrent from the command line and for the browser tab"
 )]
+#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// With no subcommand, the bridge serves the page (`bridge serve`'s options apply).
+    #[command(flatten)]
+    serve: serve::ServeArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -30,7 +35,8 @@ enum Command {
     Download(download::DownloadArgs),
     /// Build a torrent from a file or folder and seed it.
     Seed(seed::SeedArgs),
-    // `Serve(serve::ServeArgs)`: the browser bridge (bridge/src/serve/) is added here by its owner.
+    /// Serve the page and bridge its WebSockets to peers (the default).
+    Serve(serve::ServeArgs),
 }
 
 /// A problem with what the user asked for (exit code 2), as opposed to one met while running (1).
@@ -77,8 +83,10 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Command::Download(args) => download::run(args).await,
-            Command::Seed(args) => seed::run(args).await,
+            Some(Command::Download(args)) => download::run(args).await,
+            Some(Command::Seed(args)) => seed::run(args).await,
+            Some(Command::Serve(args)) => serve::run(args).await,
+            None => serve::run(cli.serve).await,
         }
     });
     rt.shutdown_timeout(Duration::from_secs(1));
@@ -102,7 +110,7 @@ mod tests {
     #[test]
     fn download_defaults_and_options() {
         let cli = Cli::try_parse_from(["bridge", "download", "x.torrent"]).unwrap();
-        let Command::Download(a) = cli.command else {
+        let Some(Command::Download(a)) = cli.command else {
             panic!("not download")
         };
         assert_eq!(a.source, "x.torrent");
@@ -132,7 +140,7 @@ mod tests {
             "5",
         ])
         .unwrap();
-        let Command::Download(a) = cli.command else {
+        let Some(Command::Download(a)) = cli.command else {
             panic!("not download")
         };
         assert_eq!(a.output, std::path::PathBuf::from("out"));
@@ -140,6 +148,32 @@ mod tests {
         assert!(a.seed);
         assert_eq!(a.peers.len(), 2);
         assert_eq!(a.timeout, 5);
+    }
+
+    #[test]
+    fn serve_is_the_default() {
+        let cli = Cli::try_parse_from(["bridge"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.listen.to_string(), "127.0.0.1:8080");
+        assert!(!cli.serve.allow_private && !cli.serve.demo);
+        let cli = Cli::try_parse_from(["bridge", "--demo", "--listen", "127.0.0.1:0"]).unwrap();
+        assert!(cli.serve.demo);
+        let cli = Cli::try_parse_from([
+            "bridge",
+            "serve",
+            "--allow-private",
+            "--allow-origin",
+            "http://a:1",
+            "--allow-origin",
+            "http://b:2",
+        ])
+        .unwrap();
+        let Some(Command::Serve(a)) = cli.command else {
+            panic!("not serve")
+        };
+        assert!(a.allow_private);
+        assert_eq!(a.allow_origins.len(), 2);
+        assert!(Cli::try_parse_from(["bridge", "--demo", "seed", "x"]).is_err());
     }
 
     #[test]
@@ -160,7 +194,7 @@ mod tests {
             "7000",
         ])
         .unwrap();
-        let Command::Seed(a) = cli.command else {
+        let Some(Command::Seed(a)) = cli.command else {
             panic!("not seed")
         };
         assert_eq!(a.trackers.len(), 2);

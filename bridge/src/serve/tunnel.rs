@@ -1,0 +1,312 @@
+//! `GET /peer?addr=IP:PORT`: one WebSocket is one TCP connection to a peer; binary frames carry
+//! the byte stream both ways. No TCP connection is made before the page's first bytes form a
+//! BitTorrent handshake. Each direction moves one chunk at a time and waits for the other side to
+//! take it, so neither a slow tab nor a fast peer makes the bridge buffer more than a chunk.
+
+use super::Shared;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use protocol::wire::{Decoder, DEFAULT_MAX_MESSAGE};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Close codes the page sees (`CloseEvent.code`); a close the page starts is echoed (1000).
+pub mod code {
+    pub const REFUSED: u16 = 4000;
+    pub const TIMED_OUT: u16 = 4001;
+    pub const FORBIDDEN: u16 = 4002;
+    pub const NOT_BITTORRENT: u16 = 4003;
+    pub const BUSY: u16 = 4004;
+    pub const PEER_CLOSED: u16 = 4005;
+}
+
+/// The page must send its handshake this soon after the upgrade.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for the page to answer our close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// TCP is read in chunks of this size; each becomes one binary frame (64 KiB frames are what
+/// Chromium receives fastest).
+const CHUNK: usize = 64 * 1024;
+/// The largest frame or message the page may send: a block message with room to spare. This is
+/// also the most the page-to-peer direction holds at once.
+pub const MAX_MESSAGE: usize = 1 << 20;
+
+pub async fn handler(
+    ws: WebSocketUpgrade,
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if let Err(why) = shared.access.check_websocket(&headers) {
+        tracing::warn!("refused /peer from {client}: {why}");
+        return (StatusCode::FORBIDDEN, format!("{why}\n")).into_response();
+    }
+    let addr = query.as_deref().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "addr")
+            .and_then(|(_, v)| v.parse::<SocketAddr>().ok())
+    });
+    let Some(addr) = addr else {
+        tracing::warn!("refused /peer from {client}: no valid addr=IP:PORT");
+        return (StatusCode::BAD_REQUEST, "expected ?addr=IP:PORT\n").into_response();
+    };
+    // Decided before the upgrade, reported after it: the page only sees close codes.
+    let verdict = shared
+        .destinations
+        .check(addr)
+        .map_err(|why| (code::FORBIDDEN, format!("forbidden destination: {why}")))
+        .and_then(|()| {
+            shared
+                .limits
+                .acquire(client.ip())
+                .map_err(|why| (code::BUSY, format!("bridge busy: {why}")))
+        });
+    let idle = shared.idle_timeout;
+    ws.max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
+        .max_write_buffer_size(MAX_MESSAGE + CHUNK)
+        .on_upgrade(move |mut socket| async move {
+            match verdict {
+                Err((code, why)) => {
+                    tracing::warn!("refused tunnel {client} -> {addr}: {why}");
+                    close(&mut socket, code, &why).await;
+                }
+                Ok(_permit) => tunnel(socket, client, addr, idle).await,
+            }
+        })
+}
+
+/// How a tunnel ended.
+enum End {
+    /// Send this close frame to the page.
+    Close(u16, String),
+    /// The page closed or vanished: nothing more to say to it.
+    PageGone,
+}
+
+async fn tunnel(mut socket: WebSocket, client: SocketAddr, addr: SocketAddr, idle: Duration) {
+    let first = match read_handshake(&mut socket).await {
+        Ok(b) => b,
+        Err(End::Close(code, why)) => {
+            tracing::warn!("refused tunnel {client} -> {addr}: {why}");
+            close(&mut socket, code, &why).await;
+            return;
+        }
+        Err(End::PageGone) => return,
+    };
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!("tunnel {client} -> {addr}: connect failed: {e}");
+            close(&mut socket, code::REFUSED, &format!("connect failed: {e}")).await;
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("tunnel {client} -> {addr}: connect timed out");
+            close(&mut socket, code::TIMED_OUT, "connect timed out").await;
+            return;
+        }
+    };
+    // Requests are small and latency-bound; Nagle would hold them back.
+    let _ = tcp.set_nodelay(true);
+    tracing::debug!("tunnel {client} -> {addr} open");
+    let (rd, mut wr) = tcp.into_split();
+    if let Err(e) = wr.write_all(&first).await {
+        close(
+            &mut socket,
+            code::PEER_CLOSED,
+            &format!("peer connection: {e}"),
+        )
+        .await;
+        return;
+    }
+    drop(first);
+
+    let (mut sink, mut stream) = socket.split();
+    let start = Instant::now();
+    let activity = AtomicU64::new(0);
+    let touch = || activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    let end = tokio::select! {
+        e = peer_to_page(rd, &mut sink, &touch) => e,
+        e = page_to_peer(&mut stream, &mut wr, &touch) => e,
+        e = idle_timer(start, &activity, idle) => e,
+    };
+    let Ok(mut socket) = sink.reunite(stream) else {
+        return;
+    };
+    match end {
+        End::Close(code, why) => {
+            tracing::debug!("tunnel {client} -> {addr} closed: {why}");
+            close(&mut socket, code, &why).await;
+        }
+        End::PageGone => {
+            tracing::debug!("tunnel {client} -> {addr} closed by the page");
+            // Flushes tungstenite's queued reply to the page's close frame.
+            let _ = socket.close().await;
+            let _ = wr.shutdown().await;
+        }
+    }
+}
+
+/// Reads frames until the first 68 bytes are in and form a handshake; refuses garbage as soon as
+/// its first bytes differ. Returns every byte received so far, to be sent once connected.
+async fn read_handshake(socket: &mut WebSocket) -> Result<Vec<u8>, End> {
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let mut decoder = Decoder::new(DEFAULT_MAX_MESSAGE);
+    let mut first = Vec::new();
+    loop {
+        let msg = match tokio::time::timeout_at(deadline, socket.recv()).await {
+            Err(_) => {
+                return Err(End::Close(
+                    code::NOT_BITTORRENT,
+                    format!(
+                        "no BitTorrent handshake within {} s",
+                        HANDSHAKE_TIMEOUT.as_secs()
+                    ),
+                ))
+            }
+            Ok(None) | Ok(Some(Err(_))) => return Err(End::PageGone),
+            Ok(Some(Ok(m))) => m,
+        };
+        match msg {
+            Message::Binary(b) => {
+                decoder.push(&b);
+                first.extend_from_slice(&b);
+                match decoder.next_handshake() {
+                    Ok(Some(_)) => return Ok(first),
+                    Ok(None) => {}
+                    Err(e) => return Err(End::Close(code::NOT_BITTORRENT, e.to_string())),
+                }
+            }
+            Message::Text(_) => {
+                return Err(End::Close(
+                    code::NOT_BITTORRENT,
+                    "text frame: the tunnel carries binary frames".into(),
+                ))
+            }
+            Message::Close(_) => return Err(End::PageGone),
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+    }
+}
+
+/// TCP to WebSocket: read a chunk only after the previous one was written out to the page.
+async fn peer_to_page(
+    mut rd: OwnedReadHalf,
+    sink: &mut SplitSink<WebSocket, Message>,
+    touch: &impl Fn(),
+) -> End {
+    let mut buf = BytesMut::new();
+    loop {
+        buf.reserve(CHUNK);
+        match rd.read_buf(&mut buf).await {
+            Ok(0) => return End::Close(code::PEER_CLOSED, "peer closed the connection".into()),
+            Ok(_) => {}
+            Err(e) => return End::Close(code::PEER_CLOSED, format!("peer connection: {e}")),
+        }
+        touch();
+        // `send` completes once the frame is flushed to the socket: that is the backpressure.
+        if sink
+            .send(Message::Binary(buf.split().freeze()))
+            .await
+            .is_err()
+        {
+            return End::PageGone;
+        }
+    }
+}
+
+/// WebSocket to TCP: take the next frame only after the previous one was written to the peer.
+async fn page_to_peer(
+    stream: &mut SplitStream<WebSocket>,
+    wr: &mut OwnedWriteHalf,
+    touch: &impl Fn(),
+) -> End {
+    loop {
+        match stream.next().await {
+            Some(Ok(Message::Binary(b))) => {
+                touch();
+                if let Err(e) = wr.write_all(&b).await {
+                    return End::Close(code::PEER_CLOSED, format!("peer connection: {e}"));
+                }
+            }
+            Some(Ok(Message::Text(_))) => {
+                return End::Close(
+                    code::NOT_BITTORRENT,
+                    "text frame: the tunnel carries binary frames".into(),
+                )
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return End::PageGone,
+        }
+    }
+}
+
+async fn idle_timer(start: Instant, activity: &AtomicU64, idle: Duration) -> End {
+    loop {
+        let last = Duration::from_millis(activity.load(Ordering::Relaxed));
+        let due = start + last + idle;
+        if Instant::now() >= due {
+            return End::Close(code::TIMED_OUT, format!("idle for {} s", idle.as_secs()));
+        }
+        tokio::time::sleep_until(due).await;
+    }
+}
+
+/// Sends a close frame and waits (briefly) for the page's answer, so the close is clean.
+async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code,
+        reason: truncate(reason, 123).into(),
+    };
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        while let Some(Ok(m)) = socket.recv().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// A close reason is at most 123 bytes; cut at a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_fit_a_frame() {
+        assert_eq!(truncate("short", 123), "short");
+        let long = "é".repeat(100);
+        let t = truncate(&long, 123);
+        assert!(t.len() <= 123 && t.len() >= 122);
+        assert!(t.chars().all(|c| c == 'é'));
+    }
+}
