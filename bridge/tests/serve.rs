@@ -38,7 +38,10 @@ impl Bridge {
         let mut child = Command::new(env!("CARGO_BIN_EXE_bridge"))
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                "debug,hyper=info,tungstenite=info,tokio_tungstenite=info",
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -327,4 +330,51 @@ async fn announce_refuses_bad_parameters() {
         let msg = v["error"].as_str().unwrap();
         assert!(msg.contains(why), "{query}: {msg}");
     }
+}
+
+#[tokio::test]
+async fn refused_connect_idle_tunnel_and_page_close() {
+    let b = Bridge::start(&["--allow-private", "--idle-timeout", "1"]);
+
+    // Nothing listens on a port just freed: 4000.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone = free.local_addr().unwrap();
+    drop(free);
+    let mut ws = b.ws(gone, &b.origin).await.unwrap();
+    ws.send(Message::Binary(handshake().to_vec().into()))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut ws).await, 4000);
+
+    // A peer that says nothing after the handshake: the idle timeout closes with 4001.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut ws = b.ws(addr, &b.origin).await.unwrap();
+    ws.send(Message::Binary(handshake().to_vec().into()))
+        .await
+        .unwrap();
+    let (mut quiet, _) = listener.accept().await.unwrap();
+    assert_eq!(close_code(&mut ws).await, 4001);
+    let mut rest = Vec::new();
+    tokio::time::timeout(DEADLINE, quiet.read_to_end(&mut rest))
+        .await
+        .expect("the bridge kept the idle connection open")
+        .unwrap();
+    assert_eq!(rest, handshake());
+
+    // The page closing normally closes the peer's connection.
+    let mut ws = b.ws(addr, &b.origin).await.unwrap();
+    ws.send(Message::Binary(handshake().to_vec().into()))
+        .await
+        .unwrap();
+    let (mut peer, _) = listener.accept().await.unwrap();
+    let mut hs = [0u8; 68];
+    peer.read_exact(&mut hs).await.unwrap();
+    ws.close(None).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(DEADLINE, peer.read_to_end(&mut rest))
+        .await
+        .expect("the bridge kept the peer connection open")
+        .unwrap();
+    assert!(rest.is_empty());
 }

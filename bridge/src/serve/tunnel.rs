@@ -150,6 +150,8 @@ async fn tunnel(mut socket: WebSocket, client: SocketAddr, addr: SocketAddr, idl
     match end {
         End::Close(code, why) => {
             tracing::debug!("tunnel {client} -> {addr} closed: {why}");
+            // The peer need not wait for the page's close handshake.
+            drop(wr);
             close(&mut socket, code, &why).await;
         }
         End::PageGone => {
