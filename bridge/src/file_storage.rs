@@ -27,6 +27,8 @@ pub struct FileStorage {
     layout: FileLayout,
     access: Access,
     open: HashMap<usize, File>,
+    /// Bytes that were on disk before we started: none means there is nothing to check.
+    existing: u64,
 }
 
 impl FileStorage {
@@ -38,9 +40,10 @@ impl FileStorage {
             paths.push(safe_join(root, &f.path)?);
         }
         let lengths: Vec<u64> = info.files.iter().map(|f| f.length).collect();
+        let mut existing = 0;
         if access == Access::ReadWrite {
             for (path, &len) in paths.iter().zip(&lengths) {
-                create_file(path, len)?;
+                existing += create_file(path, len)?;
             }
         }
         Ok(FileStorage {
@@ -49,7 +52,13 @@ impl FileStorage {
             lengths,
             access,
             open: HashMap::new(),
+            existing,
         })
+    }
+
+    /// True when a download starts from nothing, so the resume check can be skipped.
+    pub fn is_fresh(&self) -> bool {
+        self.access == Access::ReadWrite && self.existing == 0
     }
 
     fn file(&mut self, index: usize) -> Result<&File, StorageError> {
@@ -166,7 +175,8 @@ pub fn safe_join(root: &Path, components: &[String]) -> Result<PathBuf, StorageE
     Ok(path)
 }
 
-fn create_file(path: &Path, len: u64) -> Result<(), StorageError> {
+/// Creates `path` if needed; returns how many of its bytes were already there.
+fn create_file(path: &Path, len: u64) -> Result<u64, StorageError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| StorageError(format!("cannot create folder {}: {e}", dir.display())))?;
@@ -193,7 +203,7 @@ fn create_file(path: &Path, len: u64) -> Result<(), StorageError> {
             ))
         })?;
     }
-    Ok(())
+    Ok(current.min(len))
 }
 
 #[cfg(test)]

@@ -196,30 +196,41 @@ impl Session {
     /// Without metadata yet (a magnet) this waits for `Event::MetadataReceived`.
     pub fn prepare(&mut self) -> Result<()> {
         if self.torrent.info().is_some() && !self.storage_attached {
-            self.attach_storage()?;
-            // The engine requests nothing until every piece was checked, even in fresh files.
-            while !self
-                .torrent
-                .check_existing(64)
-                .context("resume check failed")?
-            {}
+            if self.attach_storage()? {
+                while !self
+                    .torrent
+                    .check_existing(64)
+                    .context("resume check failed")?
+                {}
+            }
             self.report_resume();
         }
         Ok(())
     }
 
-    fn attach_storage(&mut self) -> Result<()> {
+    /// Returns true when the data on disk still has to be checked. Nothing is hashed for files
+    /// just created, nor for a seed whose torrent was just built from these very files.
+    fn attach_storage(&mut self) -> Result<bool> {
         let info = self
             .torrent
             .info()
             .ok_or_else(|| anyhow!("no metadata to store"))?;
+        let pieces = info.num_pieces() as usize;
         let storage =
             FileStorage::new(&self.opts.output, info, self.opts.access).with_context(|| {
                 format!("cannot prepare files under {}", self.opts.output.display())
             })?;
+        let trusted = match self.opts.mode {
+            Mode::Seed => Some(true),
+            _ if storage.is_fresh() => Some(false),
+            _ => None,
+        };
         self.torrent.attach_storage(Box::new(storage));
         self.storage_attached = true;
-        Ok(())
+        if let Some(have) = trusted {
+            self.torrent.assume_checked(&vec![have; pieces]);
+        }
+        Ok(trusted.is_none())
     }
 
     fn report_resume(&mut self) {
@@ -463,8 +474,10 @@ impl Session {
                 );
                 self.last_progress = Instant::now();
                 if !self.storage_attached {
-                    self.attach_storage()?;
-                    self.checking = true;
+                    self.checking = self.attach_storage()?;
+                    if !self.checking {
+                        self.report_resume();
+                    }
                 }
             }
             Event::PieceVerified(_) => {}
