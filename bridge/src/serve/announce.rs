@@ -4,7 +4,7 @@
 //! and the host must not be private unless `--allow-private`.
 
 use super::Shared;
-use crate::tracker_client;
+use crate::tracker_client::{self, Reach};
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -39,10 +39,6 @@ pub async fn handler(
             return error(StatusCode::BAD_REQUEST, &why, cors);
         }
     };
-    if let Err(why) = check_host(&url, shared.destinations.allow_private).await {
-        tracing::warn!("refused /announce from {client} to {url}: {why}");
-        return error(StatusCode::BAD_REQUEST, &why, cors);
-    }
     let Ok(_slot) = shared.announces.clone().try_acquire_owned() else {
         tracing::warn!("refused /announce from {client}: too many announces at once");
         return error(
@@ -51,7 +47,12 @@ pub async fn handler(
             cors,
         );
     };
-    match tracker_client::announce(url.as_str(), &req).await {
+    let reach = if shared.destinations.allow_private {
+        Reach::Any
+    } else {
+        Reach::PublicOnly
+    };
+    match tracker_client::announce_within(url.as_str(), &req, reach).await {
         Ok(resp) => {
             tracing::debug!("announce to {url}: {} peers", resp.peers.len());
             with_cors((StatusCode::OK, Json(to_json(&resp))).into_response(), cors)
@@ -200,34 +201,6 @@ fn tracker_url(s: &str) -> Result<url::Url, String> {
     Ok(u)
 }
 
-/// Refuses trackers on private, loopback or link-local addresses, resolving names first.
-async fn check_host(u: &url::Url, allow_private: bool) -> Result<(), String> {
-    if allow_private {
-        return Ok(());
-    }
-    let host = u
-        .host_str()
-        .ok_or("tracker URL has no host")?
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let port = u.port_or_known_default().unwrap_or(80);
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| format!("cannot resolve tracker host {host}: {e}"))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(format!("tracker host {host} has no address"));
-    }
-    for a in addrs {
-        if let Some(why) = super::guard::forbidden(a.ip()) {
-            return Err(format!(
-                "tracker host {host} is a {why} (see --allow-private)"
-            ));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,22 +247,5 @@ mod tests {
             let e = parse(&q).unwrap_err();
             assert!(e.contains(why), "{q}: {e}");
         }
-    }
-
-    #[tokio::test]
-    async fn private_trackers_need_allow_private() {
-        for u in [
-            "http://127.0.0.1:1/announce",
-            "udp://[::1]:6969",
-            "http://10.0.0.1/a",
-            "udp://2130706433:80",
-            "http://localhost:8080/",
-        ] {
-            let u = tracker_url(u).unwrap();
-            assert!(check_host(&u, false).await.is_err(), "{u}");
-            assert!(check_host(&u, true).await.is_ok(), "{u}");
-        }
-        let public = tracker_url("http://1.2.3.4/announce").unwrap();
-        assert!(check_host(&public, false).await.is_ok());
     }
 }

@@ -5,7 +5,7 @@
 mod announce;
 mod assets;
 mod demo;
-mod guard;
+pub(crate) mod guard;
 mod tunnel;
 
 use crate::UsageError;
