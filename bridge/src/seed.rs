@@ -1,14 +1,11 @@
 //! `bridge seed`: builds a torrent from a file or folder, writes the .torrent, prints the magnet
 //! and serves the data from where it lies.
 
-use crate::file_storage::Access;
-use crate::session::{self, Mode, Options, Session};
+use crate::session;
 use crate::UsageError;
 use anyhow::{Context, Result};
-use protocol::engine::{Config, Torrent};
 use protocol::magnet::Magnet;
 use protocol::metainfo::{piece_length_for, torrent_file_bytes, Info, InfoBuilder};
-use protocol::PeerId;
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -179,24 +176,8 @@ pub async fn run(args: SeedArgs) -> Result<()> {
 
     let listener = session::listen(args.bind, args.port).await?;
     let port = listener.local_addr()?.port();
-    let peer_id = PeerId::generate(crate::random_seed());
     let info_hash = info.info_hash;
-    let config = Config {
-        listen_port: Some(port),
-        ..Config::default()
-    };
-    let torrent = Torrent::new(info_hash, Some(info), peer_id, config, crate::random_seed());
-    let opts = Options {
-        output: tree.parent.clone(),
-        access: Access::ReadOnly,
-        trackers: tiers,
-        manual_peers: Vec::new(),
-        magnet_peers: Vec::new(),
-        peer_id,
-        mode: Mode::Seed,
-    };
-    let mut session = Session::new(torrent, listener, opts)?;
-    session.prepare()?;
+    let session = session::seeding(info, listener, tree.parent.clone(), tiers)?;
 
     let magnet = Magnet {
         info_hash,

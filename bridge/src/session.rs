@@ -72,6 +72,41 @@ pub struct Options {
     pub mode: Mode,
 }
 
+/// A session seeding `info`, whose files lie under `root` and were just hashed into `info` by
+/// the caller (so nothing is checked again).
+pub fn seeding(
+    info: protocol::metainfo::Info,
+    listener: TcpListener,
+    root: PathBuf,
+    trackers: Vec<Vec<String>>,
+) -> Result<Session> {
+    let port = listener.local_addr()?.port();
+    let peer_id = PeerId::generate(crate::random_seed());
+    let config = protocol::engine::Config {
+        listen_port: Some(port),
+        ..Default::default()
+    };
+    let torrent = Torrent::new(
+        info.info_hash,
+        Some(info),
+        peer_id,
+        config,
+        crate::random_seed(),
+    );
+    let opts = Options {
+        output: root,
+        access: Access::ReadOnly,
+        trackers,
+        manual_peers: Vec::new(),
+        magnet_peers: Vec::new(),
+        peer_id,
+        mode: Mode::Seed,
+    };
+    let mut session = Session::new(torrent, listener, opts)?;
+    session.prepare()?;
+    Ok(session)
+}
+
 /// Binds the peer listener. Done before the engine exists because its `Config` wants the port.
 pub async fn listen(bind: IpAddr, port: u16) -> Result<TcpListener> {
     TcpListener::bind((bind, port))

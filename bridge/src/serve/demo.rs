@@ -1,13 +1,10 @@
 //! `--demo`: a sample torrent seeded by the native engine on loopback, so that a newcomer without
 //! a swarm (or without the internet) watches a whole download in the tab.
 
-use crate::file_storage::Access;
-use crate::session::{self, Mode, Options, Session};
+use crate::session::{self, Session};
 use anyhow::{Context, Result};
-use protocol::engine::{Config, Torrent};
 use protocol::magnet::Magnet;
 use protocol::metainfo::{piece_length_for, InfoBuilder};
-use protocol::PeerId;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -73,23 +70,7 @@ pub async fn start() -> Result<Demo> {
     let addr = listener
         .local_addr()
         .context("demo listener has no address")?;
-    let peer_id = PeerId::generate(crate::random_seed());
-    let config = Config {
-        listen_port: Some(addr.port()),
-        ..Config::default()
-    };
-    let torrent = Torrent::new(info_hash, Some(info), peer_id, config, crate::random_seed());
-    let opts = Options {
-        output: dir.0.clone(),
-        access: Access::ReadOnly,
-        trackers: Vec::new(),
-        manual_peers: Vec::new(),
-        magnet_peers: Vec::new(),
-        peer_id,
-        mode: Mode::Seed,
-    };
-    let mut session = Session::new(torrent, listener, opts)?;
-    session.prepare()?;
+    let session = session::seeding(info, listener, dir.0.clone(), Vec::new())?;
     let magnet = Magnet {
         info_hash,
         name: Some(NAME.into()),
