@@ -106,6 +106,7 @@ fn interrupted_download_resumes_from_verified_pieces() {
         .timeout(60)
         .spawn("bridge download (resumed)");
     let (resume, complete) = expect_complete(&mut second, Duration::from_secs(180));
+    eprintln!("killed at {at:?}; restarted with {resume:?}; then {complete:?}");
 
     assert!(
         resume.have > 0,

@@ -63,6 +63,10 @@ fn truncated_garbage_empty_and_missing_torrent_files_are_clear_errors() {
     for path in [&truncated, &garbage, &empty, &no_info] {
         let line = expect_error(&path.to_string_lossy(), &out);
         eprintln!("{}: {line}", path.display());
+        assert!(
+            line.contains("torrent"),
+            "{line:?} does not say what is wrong"
+        );
     }
     let line = expect_error(&missing.to_string_lossy(), &out);
     assert!(
@@ -76,6 +80,10 @@ fn truncated_garbage_empty_and_missing_torrent_files_are_clear_errors() {
     ] {
         let line = expect_error(magnet, &out);
         eprintln!("{magnet}: {line}");
+        assert!(
+            line.contains("magnet"),
+            "{line:?} does not say what is wrong"
+        );
     }
     assert!(
         !out.exists() || list_files(&out).is_empty(),
@@ -119,6 +127,7 @@ fn path_traversal_torrents_are_refused_and_write_nothing_outside() {
         let out = inner.join("out");
         let line = expect_error(&torrent.to_string_lossy(), &out);
         eprintln!("name {name:?}, path {path:?}: {line}");
+        assert!(line.contains("path"), "{line:?} does not name the bad path");
         assert_eq!(
             list_files(&case),
             vec![Path::new("evil.torrent").to_path_buf()],
@@ -153,6 +162,7 @@ fn download_with_fake_peer(
         "the bridge never reached the fake peer"
     );
     let log = peer_log(&bridge, fake.addr());
+    eprintln!("{label}: {log:?}");
     assert!(
         log.iter()
             .any(|l| l.contains(" closed: ") || l.contains(" banned: ")),
