@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::net::{free_port, wait_port_open};
+use crate::net::wait_port_open;
 use crate::process::{Proc, Stream};
 
 /// The path of the `bridge` binary the tests run.
@@ -46,14 +46,14 @@ pub struct Download {
 }
 
 impl Download {
-    /// Downloads `source` (a `.torrent` path or a magnet URI) into `output`, listening on a free
-    /// port of 127.0.0.1 (tests run in parallel, so never on a fixed default port).
+    /// Downloads `source` (a `.torrent` path or a magnet URI) into `output`, listening on any free
+    /// port of 127.0.0.1 (`--port 0`: tests run in parallel, so never on the default port).
     pub fn new(source: impl Into<String>, output: &Path) -> Download {
         Download {
             source: source.into(),
             output: output.to_path_buf(),
             peers: Vec::new(),
-            port: Some(free_port()),
+            port: Some(0),
             timeout_secs: None,
             seed: false,
         }
