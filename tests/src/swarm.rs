@@ -18,6 +18,7 @@ pub struct SwarmBuilder {
     single_len: u64,
     piece_length: Option<u32>,
     tracker: bool,
+    udp: bool,
     upload_limit: Option<u64>,
     seed: u64,
 }
@@ -41,6 +42,7 @@ impl SwarmBuilder {
             single_len: 0,
             piece_length: None,
             tracker: true,
+            udp: false,
             upload_limit: None,
             seed: 0x5eed,
         }
@@ -54,6 +56,12 @@ impl SwarmBuilder {
     /// No tracker: the torrent has no announce URL and no opentracker runs.
     pub fn no_tracker(mut self) -> Self {
         self.tracker = false;
+        self
+    }
+
+    /// Announce over UDP (BEP 15) instead of HTTP.
+    pub fn udp_tracker(mut self) -> Self {
+        self.udp = true;
         self
     }
 
@@ -75,7 +83,13 @@ impl SwarmBuilder {
             }
         }
         let mut tracker = self.tracker.then(|| Opentracker::start(&[]));
-        let trackers: Vec<String> = tracker.iter().map(|t| t.announce_url()).collect();
+        let trackers: Vec<String> = tracker
+            .iter()
+            .map(|t| match self.udp {
+                true => t.udp_announce_url(),
+                false => t.announce_url(),
+            })
+            .collect();
         let torrent = create_torrent(
             &content,
             &dir.path().join(format!("{}.torrent", self.name)),

@@ -59,6 +59,20 @@ fn multi_file_with_empty_tiny_and_piece_straddling_files() {
 }
 
 #[test]
+fn single_file_through_a_udp_tracker() {
+    let swarm = Swarm::single_file("dl-udp", "udp.bin", 5 * MIB + 1)
+        .udp_tracker()
+        .start();
+    let out = swarm.new_dir("out");
+
+    let mut bridge = Download::torrent(&swarm.torrent.path, &out)
+        .timeout(60)
+        .spawn("bridge download");
+    expect_complete(&mut bridge, Duration::from_secs(120));
+    assert_same_tree(&swarm.content, &swarm.downloaded(&out));
+}
+
+#[test]
 fn magnet_with_only_x_pe_resolves_metadata_through_ut_metadata() {
     let swarm = Swarm::multi_file(
         "dl-magnet",
