@@ -28,7 +28,9 @@ pub struct MemoryStorage {
 
 impl MemoryStorage {
     pub fn new(len: u64) -> Self {
-        MemoryStorage { data: vec![0; len as usize] }
+        MemoryStorage {
+            data: vec![0; len as usize],
+        }
     }
 }
 
@@ -50,7 +52,9 @@ fn range(offset: u64, len: usize, total: usize) -> Result<std::ops::Range<usize>
     let start = usize::try_from(offset).map_err(|_| StorageError("offset too large".into()))?;
     match start.checked_add(len) {
         Some(end) if end <= total => Ok(start..end),
-        _ => Err(StorageError(format!("range {offset}+{len} beyond {total} bytes"))),
+        _ => Err(StorageError(format!(
+            "range {offset}+{len} beyond {total} bytes"
+        ))),
     }
 }
 
@@ -127,17 +131,42 @@ mod tests {
         assert_eq!(
             s,
             vec![
-                FileSlice { file: 1, file_offset: 0, buf_offset: 0, len: 1 },
-                FileSlice { file: 2, file_offset: 0, buf_offset: 1, len: 16383 },
-                FileSlice { file: 4, file_offset: 0, buf_offset: 16384, len: 5 },
+                FileSlice {
+                    file: 1,
+                    file_offset: 0,
+                    buf_offset: 0,
+                    len: 1
+                },
+                FileSlice {
+                    file: 2,
+                    file_offset: 0,
+                    buf_offset: 1,
+                    len: 16383
+                },
+                FileSlice {
+                    file: 4,
+                    file_offset: 0,
+                    buf_offset: 16384,
+                    len: 5
+                },
             ]
         );
         let s = layout.slices(16383, 3);
         assert_eq!(
             s,
             vec![
-                FileSlice { file: 2, file_offset: 16382, buf_offset: 0, len: 1 },
-                FileSlice { file: 4, file_offset: 0, buf_offset: 1, len: 2 },
+                FileSlice {
+                    file: 2,
+                    file_offset: 16382,
+                    buf_offset: 0,
+                    len: 1
+                },
+                FileSlice {
+                    file: 4,
+                    file_offset: 0,
+                    buf_offset: 1,
+                    len: 2
+                },
             ]
         );
     }
