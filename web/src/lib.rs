@@ -13,6 +13,7 @@ mod session;
 mod snapshot;
 mod socket;
 mod store;
+mod write_behind;
 
 use wasm_bindgen::prelude::*;
 

@@ -135,11 +135,17 @@ impl Session {
     }
 
     /// The data file is open: give it to the engine, which then checks what it already holds
-    /// (the engine requests nothing before that check ran, even for a new, empty file).
+    /// (the engine requests nothing before that check ran). A file created just now holds
+    /// nothing, so hashing its zeros would only delay the start (seconds per GiB).
     pub fn attach(&mut self, store: Store) {
         self.engine.attach_storage(store.storage());
+        let pieces = self.engine.info().map_or(0, |i| i.piece_hashes.len());
+        let fresh = store.is_fresh() && self.engine.assume_checked(&vec![false; pieces]);
         self.store = Some(store);
         self.phase = Phase::Checking;
+        if fresh {
+            self.check(0);
+        }
     }
 
     pub fn fail(&mut self, why: String) {
@@ -285,6 +291,9 @@ impl Session {
     /// Runs due timers and one slice of checking, then `drive`.
     pub fn tick(&mut self, now: u64, check_until: u64, ws_base: &str, tasks: &mut Vec<Task>) {
         self.graveyard.clear();
+        if let Some(Err(e)) = self.store.as_ref().map(Store::write_out) {
+            self.fail(format!("storage failed: {e}"));
+        }
         if self.engine.poll_timeout().is_some_and(|t| t <= now) {
             self.engine.handle_timeout(now);
         }

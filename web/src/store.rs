@@ -2,6 +2,7 @@
 
 use crate::js::err_text;
 use crate::opfs::{copy_to_blob, named, slice_of, Opfs, OpfsStorage};
+use crate::write_behind::{WriteBehind, WRITE_BEHIND};
 use js_sys::{Array, Uint8Array};
 use protocol::storage::{MemoryStorage, Storage, StorageError};
 use std::cell::RefCell;
@@ -17,20 +18,27 @@ pub enum Store {
     Opfs {
         file: FileSystemFileHandle,
         sync: FileSystemSyncAccessHandle,
+        /// The engine's writes, gathered before they reach `sync`.
+        writes: Rc<RefCell<WriteBehind<OpfsStorage>>>,
+        /// The file was just created: it holds no piece, so there is nothing to check.
+        fresh: bool,
     },
     Memory(Rc<RefCell<MemoryStorage>>),
 }
 
-/// The memory store shared between the engine (which owns its `Box<dyn Storage>`) and us (to save
-/// files from it).
-struct SharedMemory(Rc<RefCell<MemoryStorage>>);
+/// A store shared between the engine (which owns its `Box<dyn Storage>`) and us (to save files
+/// from it, and to write out held bytes).
+struct Shared<S>(Rc<RefCell<S>>);
 
-impl Storage for SharedMemory {
+impl<S: Storage> Storage for Shared<S> {
     fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
         self.0.borrow_mut().read(offset, buf)
     }
     fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
         self.0.borrow_mut().write(offset, data)
+    }
+    fn flush(&mut self) -> Result<(), StorageError> {
+        self.0.borrow_mut().flush()
     }
 }
 
@@ -54,6 +62,7 @@ pub async fn open(opfs: Option<Opfs>, hex: &str, total: u64) -> Result<Store, St
         .await
         .map_err(|e| format!("cannot open the download file: {e}"))?;
     let size = sync.get_size().map_err(|e| err_text(&e))?;
+    let fresh = size == 0.0;
     if size != total as f64 {
         // Reserving the full length up front turns a lack of quota into one early, clear error.
         if let Err(e) = sync.truncate_with_f64(total as f64) {
@@ -64,21 +73,41 @@ pub async fn open(opfs: Option<Opfs>, hex: &str, total: u64) -> Result<Store, St
             ));
         }
     }
-    Ok(Store::Opfs { file, sync })
+    let writes = WriteBehind::new(OpfsStorage::new(sync.clone()), WRITE_BEHIND);
+    Ok(Store::Opfs {
+        file,
+        sync,
+        writes: Rc::new(RefCell::new(writes)),
+        fresh,
+    })
 }
 
 impl Store {
     /// The engine's view of this store.
     pub fn storage(&self) -> Box<dyn Storage> {
         match self {
-            Store::Opfs { sync, .. } => Box::new(OpfsStorage::new(sync.clone())),
-            Store::Memory(m) => Box::new(SharedMemory(m.clone())),
+            Store::Opfs { writes, .. } => Box::new(Shared(writes.clone())),
+            Store::Memory(m) => Box::new(Shared(m.clone())),
+        }
+    }
+
+    /// True for a data file created just now: no piece can be in it yet.
+    pub fn is_fresh(&self) -> bool {
+        matches!(self, Store::Opfs { fresh: true, .. })
+    }
+
+    /// Hands the writes held back in memory to the file, so they do not linger there.
+    pub fn write_out(&self) -> Result<(), String> {
+        match self {
+            Store::Opfs { writes, .. } => writes.borrow_mut().write_out().map_err(|e| e.0),
+            Store::Memory(_) => Ok(()),
         }
     }
 
     /// Releases the file's exclusive lock.
     pub fn close(&self) {
         if let Store::Opfs { sync, .. } = self {
+            let _ = self.write_out();
             let _ = sync.flush();
             sync.close();
         }
@@ -96,7 +125,8 @@ impl Store {
         stable: bool,
     ) -> Result<File, String> {
         let blob: Blob = match self {
-            Store::Opfs { file, sync } => {
+            Store::Opfs { file, sync, .. } => {
+                self.write_out()?;
                 let _ = sync.flush();
                 let sliced = if stable {
                     slice_of(file, offset, offset + len).await.ok()
