@@ -1009,8 +1009,11 @@ impl Torrent {
         if peer.requests.len() >= target {
             return;
         }
-        // Top up in batches: one request at a time would make a pick per block.
-        if peer.requests.len() > target / 2 && peer.requests.len() + 4 > target {
+        // Top up in batches of an eighth of the queue (at least 4): one request at a time would
+        // make a pick and a send per block; at speed every send costs the driver (a browser
+        // WebSocket send is ~100 us) while the queue still holds seconds of data.
+        let batch = (target / 8).max(4);
+        if peer.requests.len() > target / 2 && peer.requests.len() + batch > target {
             return;
         }
         self.scratch.clear();
