@@ -1,6 +1,6 @@
 //! Builds the page's wasm so that `cargo run -p bridge` is all a user runs: compiles the `web`
 //! crate for wasm32-unknown-unknown, runs wasm-bindgen (as a library, `--target web`, out-name
-//! `web`), optionally `wasm-opt`, and writes `$OUT_DIR/assets.rs`, the list of files that
+//! `web`), and writes `$OUT_DIR/assets.rs`, the list of files that
 //! `serve::assets` embeds with `include_bytes!`: everything in `www/` and in the bindgen output.
 //!
 //! `BRIDGE_WASM=skip` embeds a stub instead of the wasm (the page then reports that the build has no
@@ -50,8 +50,10 @@ fn run() -> Result<(), String> {
         write_stub(&pkg)?;
     } else {
         let wasm = build_web(&root, &out)?;
+        // No wasm-opt: binaryen (108 here, and 120 too) rebinds wasm-bindgen's
+        // `__wbindgen_externrefs` export onto the funcref table, and the page then fails with
+        // "WebAssembly.Table.set(): Argument 1 is invalid for table".
         bindgen(&wasm, &pkg)?;
-        optimise(&pkg.join("web_bg.wasm"));
     }
 
     let mut files = Vec::new();
@@ -177,42 +179,6 @@ fn bindgen(wasm: &Path, pkg: &Path) -> Result<(), String> {
         .omit_default_module_path(false)
         .generate(pkg)
         .map_err(|e| format!("wasm-bindgen on {}: {e:#}", wasm.display()))
-}
-
-/// `wasm-opt -O` when binaryen is installed: about 30 % smaller. Optional, so a failure only warns
-/// and keeps bindgen's output.
-fn optimise(wasm: &Path) {
-    let tmp = wasm.with_extension("opt.wasm");
-    let result = Command::new("wasm-opt")
-        .arg("-O")
-        // Features rustc enables by default for wasm32-unknown-unknown.
-        .args([
-            "--enable-bulk-memory",
-            "--enable-mutable-globals",
-            "--enable-nontrapping-float-to-int",
-            "--enable-sign-ext",
-            "--enable-reference-types",
-            "--enable-multivalue",
-        ])
-        .arg(wasm)
-        .arg("-o")
-        .arg(&tmp)
-        .output();
-    match result {
-        Ok(o) if o.status.success() => {
-            if let Err(e) = std::fs::rename(&tmp, wasm) {
-                println!("cargo:warning=wasm-opt output not used: {e}");
-            }
-        }
-        Ok(o) => {
-            let _ = std::fs::remove_file(&tmp);
-            let err = String::from_utf8_lossy(&o.stderr);
-            let first = err.lines().next().unwrap_or_default();
-            println!("cargo:warning=wasm-opt failed, serving unoptimised wasm: {first}");
-        }
-        // Not installed: fine, it is optional.
-        Err(_) => {}
-    }
 }
 
 fn write_stub(pkg: &Path) -> Result<(), String> {
