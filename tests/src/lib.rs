@@ -6,10 +6,12 @@
 
 pub mod bencode;
 pub mod bridge;
+pub mod browser;
 pub mod data;
 pub mod fake_peer;
 pub mod libtorrent;
 pub mod net;
+pub mod page;
 pub mod process;
 pub mod swarm;
 pub mod tracker;
