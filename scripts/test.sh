@@ -29,8 +29,9 @@ export BRIDGE_BIN="$target_dir/release/bridge"
 # Two cores: two tests at a time (each end-to-end test runs a seeder and the bridge).
 step "tests"
 if command -v cargo-nextest >/dev/null; then
-    cargo nextest run --workspace --test-threads 2 --no-fail-fast
+    # Doc-tests first: nextest's summary must be the run's closing line.
     cargo test --workspace --doc
+    cargo nextest run --workspace --test-threads 2 --no-fail-fast
 else
     cargo test --workspace --no-fail-fast -- --test-threads 2
 fi
