@@ -214,9 +214,10 @@ pub fn chromium_memory(pgid: u32) -> ChromiumMemory {
         };
         let anon = status_kib(&status, "RssAnon:") * 1024;
         let rss = status_kib(&status, "VmRSS:") * 1024;
+        // Zygote-forked processes rewrite their command line into one space-separated string.
         let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         if cmdline
-            .split(|&b| b == 0)
+            .split(|&b| b == 0 || b == b' ')
             .any(|arg| arg == b"--type=renderer")
         {
             m.renderer_anon += anon;

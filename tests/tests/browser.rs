@@ -100,6 +100,10 @@ async fn a_reload_in_the_middle_resumes_and_completes() {
     });
     let uploaded = swarm.seeder.status().expect("a status").total_upload;
     let sent_before = size * u64::from(before.progress) / 100;
+    eprintln!(
+        "reloaded at {} %, restored at {} % ({}), the seeder uploaded {uploaded} bytes in all",
+        before.progress, restored.progress, restored.state
+    );
     assert!(
         uploaded < size + sent_before / 2,
         "the seeder uploaded {uploaded} bytes for a {size}-byte file; {} % was verified before \

@@ -1,0 +1,460 @@
+//! Tab benchmark: `cargo run --release -p tests --bin bench_tab [-- OPTIONS]`.
+//!
+//! Seeds a torrent of random data (1 GiB by default) from python3-libtorrent on 127.0.0.1, found
+//! through opentracker, and downloads it in turns in the page of `bridge serve --allow-private`
+//! in headless Chromium (a fresh profile each run, so OPFS starts empty) and with
+//! `bridge download`, several runs each. It prints, for every run:
+//!
+//! - the rate in MB/s (10^6 bytes per second). The tab's time runs from the file input's `change`
+//!   event to the moment the progress bar's `aria-valuenow` becomes 100, both taken in the page
+//!   (`performance.now()`, a MutationObserver); the page's snapshots come several times a second,
+//!   so it may be late by one snapshot interval. `bridge download`'s time is its wall time from
+//!   start to exit.
+//! - peak memory, sampled from /proc every 100 ms (50 ms for `bridge download`): for the tab the
+//!   sum of `RssAnon` over Chromium's renderer processes (the page, its Worker and the wasm
+//!   memory: the tab's own heap, without the shared binary or the page cache of OPFS files; also
+//!   shown idle, with the page loaded before the download), and
+//!   the sum of `RssAnon` over every Chromium process (browser, network and storage services
+//!   too); for `bridge download` its `RssAnon`.
+//! - responsiveness of the page during the download: the largest lateness of a 50 ms
+//!   `setInterval` heartbeat on the page's main thread, and the largest gap between
+//!   `requestAnimationFrame` callbacks.
+//!
+//! Then the median of each and the ratio of the tab's median rate to the native one. Every
+//! download is checked after it is timed: the tab's saved file slice by slice (SHA-1 of each
+//! 16 MiB in the page against the source), the native one byte for byte.
+//!
+//! Options: --size-mib N (1024), --runs N (3), --piece-kib N (libtorrent's choice),
+//! --dir DIR (the system's temporary folder), --no-verify.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tests::bridge::{bridge_bin, Download};
+use tests::browser::{chromium_memory, proc_status_bytes, Browser, ChromiumMemory};
+use tests::data::{first_difference, write_random_file};
+use tests::libtorrent::{create_torrent, LtOptions, Torrent};
+use tests::page::{file_digests, Page, Serve, DIGEST_CHUNK};
+use tests::process::describe;
+use tests::tracker::Opentracker;
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(900);
+
+struct Options {
+    size_mib: u64,
+    runs: usize,
+    piece_kib: Option<u32>,
+    dir: Option<PathBuf>,
+    verify: bool,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut o = Options {
+        size_mib: 1024,
+        runs: 3,
+        piece_kib: None,
+        dir: None,
+        verify: true,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || args.next().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--size-mib" => o.size_mib = value()?.parse().map_err(|e| format!("{a}: {e}"))?,
+            "--runs" => o.runs = value()?.parse().map_err(|e| format!("{a}: {e}"))?,
+            "--piece-kib" => o.piece_kib = Some(value()?.parse().map_err(|e| format!("{a}: {e}"))?),
+            "--dir" => o.dir = Some(PathBuf::from(value()?)),
+            "--no-verify" => o.verify = false,
+            "-h" | "--help" => {
+                println!(
+                    "bench_tab [--size-mib N] [--runs N] [--piece-kib N] [--dir DIR] [--no-verify]"
+                );
+                std::process::exit(0);
+            }
+            _ => return Err(format!("unknown argument {a:?}")),
+        }
+    }
+    if o.runs == 0 || o.size_mib == 0 {
+        return Err("--runs and --size-mib must be positive".into());
+    }
+    Ok(o)
+}
+
+struct Tab {
+    secs: f64,
+    mb_per_s: f64,
+    peak: ChromiumMemory,
+    /// Renderer `RssAnon` with the page loaded and idle, before the torrent is added.
+    idle_renderer: u64,
+    /// Largest lateness of the 50 ms heartbeat, in ms.
+    max_late_ms: f64,
+    /// Largest gap between animation frames, in ms.
+    max_frame_gap_ms: f64,
+}
+
+struct Native {
+    secs: f64,
+    mb_per_s: f64,
+    peak_rss_anon: u64,
+}
+
+/// Installed before the torrent is added: the heartbeat, the frame clock and the moment the
+/// progress bar reaches 100.
+const PROBE_JS: &str = r#"
+const b = (window.__bench = { start: null, done: null, maxLate: 0, maxFrameGap: 0 });
+const input = document.querySelector('#torrent-file');
+input.addEventListener('change', () => {
+  b.start = performance.now();
+  b.maxLate = 0;
+  b.maxFrameGap = 0;
+}, { capture: true });
+let last = performance.now();
+setInterval(() => {
+  const now = performance.now();
+  if (b.start !== null && b.done === null) b.maxLate = Math.max(b.maxLate, now - last - 50);
+  last = now;
+}, 50);
+let lastFrame = performance.now();
+const frame = () => {
+  const now = performance.now();
+  if (b.start !== null && b.done === null) b.maxFrameGap = Math.max(b.maxFrameGap, now - lastFrame);
+  lastFrame = now;
+  requestAnimationFrame(frame);
+};
+requestAnimationFrame(frame);
+new MutationObserver(() => {
+  if (b.done !== null) return;
+  const bar = document.querySelector('section.torrent [role=progressbar]');
+  if (bar && bar.getAttribute('aria-valuenow') === '100') b.done = performance.now();
+}).observe(document.body, { subtree: true, childList: true, attributes: true, attributeFilter: ['aria-valuenow'] });
+"#;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let opts = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let root = match &opts.dir {
+        Some(d) => tempfile::Builder::new().prefix("bench-tab-").tempdir_in(d),
+        None => tempfile::Builder::new().prefix("bench-tab-").tempdir(),
+    }
+    .expect("create the benchmark folder");
+    let size = opts.size_mib * 1024 * 1024;
+
+    eprintln!("writing {} MiB of random data", opts.size_mib);
+    let seed_dir = root.path().join("seed");
+    let content = seed_dir.join("bench.bin");
+    write_random_file(&content, size, 0xbe4c);
+    let digests = opts.verify.then(|| file_digests(&content));
+
+    let mut tracker = Opentracker::start(&[]);
+    eprintln!("hashing the torrent with libtorrent");
+    let torrent = create_torrent(
+        &content,
+        &root.path().join("bench.torrent"),
+        opts.piece_kib.map(|k| k * 1024),
+        &[tracker.announce_url()],
+    );
+    tracker.allow(torrent.info_hash);
+    let seeder = LtOptions::torrent(&torrent.path, &seed_dir).start("lt seeder");
+    eprintln!("waiting for the seeder to check its data");
+    seeder.wait_finished(Duration::from_secs(600));
+    // Warnings only: a debug line per tunnel would cost the bridge time.
+    let serve = Serve::start_with(true, "warn");
+
+    println!(
+        "torrent: {} MiB, {} pieces of {} KiB; seeder python3-libtorrent on 127.0.0.1 via opentracker",
+        opts.size_mib,
+        torrent.num_pieces,
+        torrent.piece_length / 1024,
+    );
+    println!(
+        "tab: {} in headless {}, page from `bridge serve --allow-private`; native: `bridge download`; {} runs each, in turns; {} cores",
+        bridge_bin().display(),
+        chromium_version(),
+        opts.runs,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+
+    let mut tabs = Vec::new();
+    let mut natives = Vec::new();
+    for run in 1..=opts.runs {
+        eprintln!("run {run}: tab");
+        let r = measure_tab(&serve, &torrent, digests.as_ref()).await;
+        if let Err(e) = &r {
+            eprintln!("run {run}: tab failed: {e}");
+        }
+        tabs.push(r);
+
+        eprintln!("run {run}: bridge download");
+        let out = root.path().join(format!("out-{run}"));
+        fs::create_dir_all(&out).expect("create the output folder");
+        let r = measure_native(&torrent, &out).and_then(|m| {
+            if opts.verify {
+                verify(&content, &out.join("bench.bin"))?;
+            }
+            Ok(m)
+        });
+        if let Err(e) = &r {
+            eprintln!("run {run}: bridge download failed: {e}");
+        }
+        let _ = fs::remove_dir_all(&out);
+        natives.push(r);
+    }
+    print_table(&tabs, &natives);
+    drop(serve);
+    drop(seeder);
+}
+
+fn chromium_version() -> String {
+    std::process::Command::new(tests::browser::CHROMIUM)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "Chromium (version unknown)".into())
+}
+
+async fn measure_tab(
+    serve: &Serve,
+    torrent: &Torrent,
+    digests: Option<&(u64, Vec<String>)>,
+) -> Result<Tab, String> {
+    let browser = Browser::start().await;
+    let result = run_tab(&browser, serve, torrent, digests).await;
+    browser.close().await;
+    result
+}
+
+async fn run_tab(
+    browser: &Browser,
+    serve: &Serve,
+    torrent: &Torrent,
+    digests: Option<&(u64, Vec<String>)>,
+) -> Result<Tab, String> {
+    let page = Page::open(&browser.client, &serve.url).await;
+    let storage = page.state().await.storage;
+    if storage.as_deref() != Some("opfs") {
+        return Err(format!("the page stores in {storage:?}, not OPFS"));
+    }
+    page.client
+        .execute(PROBE_JS, vec![])
+        .await
+        .map_err(|e| format!("install the probes: {e}"))?;
+    let id = torrent.info_hash.to_hex();
+    let pgid = browser.chromium_pid();
+    let idle_renderer = chromium_memory(pgid).renderer_anon;
+    let mut peak = ChromiumMemory::default();
+    let started = Instant::now();
+    page.add_torrent_file(&torrent.path).await;
+    let b = loop {
+        let m = chromium_memory(pgid);
+        peak.renderer_anon = peak.renderer_anon.max(m.renderer_anon);
+        peak.total_anon = peak.total_anon.max(m.total_anon);
+        peak.total_rss = peak.total_rss.max(m.total_rss);
+        let b: Value = page
+            .client
+            .execute("return window.__bench;", vec![])
+            .await
+            .map_err(|e| format!("read the probes: {e}"))?;
+        if b["done"].is_number() {
+            break b;
+        }
+        let s = page.state().await;
+        if let Some(t) = s.torrent(&id).filter(|t| t.state == "error") {
+            return Err(format!("the torrent failed: {}", t.message));
+        }
+        if started.elapsed() > RUN_TIMEOUT {
+            return Err(format!(
+                "not done after {RUN_TIMEOUT:?}; the page shows {s:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ms = |k: &str| b[k].as_f64().unwrap_or(f64::NAN);
+    let secs = (ms("done") - ms("start")) / 1000.0;
+    let tab = Tab {
+        secs,
+        mb_per_s: torrent.total_size as f64 / 1e6 / secs,
+        peak,
+        idle_renderer,
+        max_late_ms: ms("maxLate"),
+        max_frame_gap_ms: ms("maxFrameGap"),
+    };
+    if let Some((size, want)) = digests {
+        page.save(&id, 0).await;
+        let (got_size, got) = page.saved_digests().await;
+        if got_size != *size {
+            return Err(format!("saved {got_size} bytes of {size}"));
+        }
+        if let Some(i) = want.iter().zip(&got).position(|(a, b)| a != b) {
+            return Err(format!(
+                "wrong bytes in {}..{}",
+                i * DIGEST_CHUNK,
+                (i + 1) * DIGEST_CHUNK
+            ));
+        }
+    }
+    Ok(tab)
+}
+
+fn measure_native(torrent: &Torrent, out: &Path) -> Result<Native, String> {
+    let started = Instant::now();
+    let mut proc = Download::torrent(&torrent.path, out)
+        .timeout(120)
+        .spawn("bridge download");
+    let mut peak = 0;
+    let status = loop {
+        if let Some(anon) = proc_status_bytes(proc.pid(), "RssAnon:") {
+            peak = peak.max(anon);
+        }
+        if let Some(s) = proc.try_status() {
+            break s;
+        }
+        if started.elapsed() > RUN_TIMEOUT {
+            proc.kill();
+            return Err(format!("no exit after {RUN_TIMEOUT:?}\n{}", proc.tail(10)));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let secs = started.elapsed().as_secs_f64();
+    if !status.success() {
+        return Err(format!("{}\n{}", describe(status), proc.tail(10)));
+    }
+    Ok(Native {
+        secs,
+        mb_per_s: torrent.total_size as f64 / 1e6 / secs,
+        peak_rss_anon: peak,
+    })
+}
+
+fn verify(expected: &Path, actual: &Path) -> Result<(), String> {
+    match first_difference(expected, actual) {
+        Ok(None) => Ok(()),
+        Ok(Some(d)) => Err(format!("wrong bytes: {d}")),
+        Err(e) => Err(format!("cannot compare {}: {e}", actual.display())),
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn print_table(tabs: &[Result<Tab, String>], natives: &[Result<Native, String>]) {
+    println!();
+    println!(
+        "{:<7} {:>3} {:>7} {:>7} {:>9} {:>13} {:>13} {:>13} {:>13}",
+        "client",
+        "run",
+        "secs",
+        "MB/s",
+        "idle MiB",
+        "renderer MiB",
+        "chromium MiB",
+        "heartbeat ms",
+        "frame gap ms"
+    );
+    for (i, (tab, native)) in tabs.iter().zip(natives).enumerate() {
+        let run = i + 1;
+        match tab {
+            Ok(t) => println!(
+                "{:<7} {:>3} {:>7.2} {:>7.1} {:>9.1} {:>13.1} {:>13.1} {:>13.0} {:>13.0}",
+                "tab",
+                run,
+                t.secs,
+                t.mb_per_s,
+                mib(t.idle_renderer),
+                mib(t.peak.renderer_anon),
+                mib(t.peak.total_anon),
+                t.max_late_ms,
+                t.max_frame_gap_ms
+            ),
+            Err(e) => println!(
+                "{:<7} {run:>3}  failed: {}",
+                "tab",
+                e.lines().next().unwrap_or_default()
+            ),
+        }
+        match native {
+            Ok(n) => println!(
+                "{:<7} {:>3} {:>7.2} {:>7.1} {:>9} {:>13} {:>13.1}",
+                "native",
+                run,
+                n.secs,
+                n.mb_per_s,
+                "-",
+                "-",
+                mib(n.peak_rss_anon)
+            ),
+            Err(e) => println!(
+                "{:<7} {run:>3}  failed: {}",
+                "native",
+                e.lines().next().unwrap_or_default()
+            ),
+        }
+    }
+    let ok_tabs: Vec<&Tab> = tabs.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let ok_natives: Vec<&Native> = natives.iter().filter_map(|r| r.as_ref().ok()).collect();
+    println!();
+    println!(
+        "(idle MiB: RssAnon of Chromium's renderer processes with the page loaded, before the \
+         download; renderer MiB: their peak during the download, page + Worker + wasm; \
+         chromium MiB: of all Chromium processes, or of `bridge download` for native; \
+         heartbeat ms: largest lateness of a 50 ms setInterval on the page; frame gap ms: \
+         largest gap between animation frames)"
+    );
+    if ok_tabs.is_empty() || ok_natives.is_empty() {
+        println!(
+            "median: not enough successful runs (tab {}, native {})",
+            ok_tabs.len(),
+            ok_natives.len()
+        );
+        return;
+    }
+    let tab_rate = median(ok_tabs.iter().map(|t| t.mb_per_s).collect());
+    let native_rate = median(ok_natives.iter().map(|n| n.mb_per_s).collect());
+    let renderer = median(ok_tabs.iter().map(|t| mib(t.peak.renderer_anon)).collect());
+    let chromium = median(ok_tabs.iter().map(|t| mib(t.peak.total_anon)).collect());
+    let late = ok_tabs.iter().map(|t| t.max_late_ms).fold(0.0, f64::max);
+    let gap = ok_tabs
+        .iter()
+        .map(|t| t.max_frame_gap_ms)
+        .fold(0.0, f64::max);
+    let native_mem = median(ok_natives.iter().map(|n| mib(n.peak_rss_anon)).collect());
+    println!(
+        "median tab: {tab_rate:.1} MB/s over {} runs, peak renderer {renderer:.1} MiB, all Chromium {chromium:.1} MiB; \
+         worst heartbeat lateness {late:.0} ms, worst frame gap {gap:.0} ms",
+        ok_tabs.len()
+    );
+    println!(
+        "median native: {native_rate:.1} MB/s over {} runs, peak RssAnon {native_mem:.1} MiB",
+        ok_natives.len()
+    );
+    let ratio = tab_rate / native_rate;
+    println!(
+        "tab / native: {:.0} % (target: at least 50 % and at least 120 MB/s: {})",
+        ratio * 100.0,
+        if ratio >= 0.5 && tab_rate >= 120.0 {
+            "met"
+        } else {
+            "not met"
+        }
+    );
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
