@@ -924,7 +924,10 @@ impl Torrent {
             if peer.stage != Stage::Active {
                 continue;
             }
-            Message::Have(index).encode(&mut peer.out);
+            // A seed wants nothing from us: a `have` to it would be one more send per piece.
+            if !(peer.bits.is_full() && !peer.bits.is_empty()) {
+                Message::Have(index).encode(&mut peer.out);
+            }
             if peer.bits.get(index) {
                 peer.useful = peer.useful.saturating_sub(1);
                 self.update_interest(conn);
