@@ -925,7 +925,7 @@ impl Torrent {
                 continue;
             }
             // A seed wants nothing from us: a `have` to it would be one more send per piece.
-            if !(peer.bits.is_full() && !peer.bits.is_empty()) {
+            if !peer.bits.is_full() || peer.bits.is_empty() {
                 Message::Have(index).encode(&mut peer.out);
             }
             if peer.bits.get(index) {
