@@ -367,7 +367,7 @@ class TorrentView {
     const pct = Math.max(0, Math.min(100, Math.floor(t.progress * 100)));
     setAttr(this.progress, 'aria-valuenow', pct);
     setAttr(this.progress, 'aria-valuetext', `${pct} %, ${formatBytes(t.progress * t.size)} of ${formatBytes(t.size)}`);
-    this.bar.style.width = `${(t.progress * 100).toFixed(2)}%`;
+    this.bar.style.transform = `scaleX(${t.progress.toFixed(4)})`;
     setText(this.percent, `${pct} %`);
     setText(this.down, formatRate(t.downRate));
     setText(this.up, formatRate(t.upRate));
