@@ -123,6 +123,11 @@ impl Peer {
         by_rate.max(16).min(self.reqq).min(cap) as usize
     }
 
+    /// The peer has every piece (known only once the piece count is).
+    pub fn is_seed(&self) -> bool {
+        self.bits.is_full() && !self.bits.is_empty()
+    }
+
     /// Removes an outstanding request; false if we never asked for it.
     pub fn take_request(&mut self, index: u32, begin: u32, length: u32) -> bool {
         let found = self

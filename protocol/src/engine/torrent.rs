@@ -925,7 +925,7 @@ impl Torrent {
                 continue;
             }
             // A seed wants nothing from us: a `have` to it would be one more send per piece.
-            if !peer.bits.is_full() || peer.bits.is_empty() {
+            if !peer.is_seed() {
                 Message::Have(index).encode(&mut peer.out);
             }
             if peer.bits.get(index) {
@@ -951,7 +951,7 @@ impl Torrent {
         let seeds: Vec<ConnId> = self
             .peers
             .values()
-            .filter(|p| p.bits.is_full() && !p.bits.is_empty())
+            .filter(|p| p.is_seed())
             .map(|p| p.conn)
             .collect();
         for conn in seeds {
