@@ -41,11 +41,29 @@ impl Serve {
 
     /// [`Serve::start`] with the bridge's log filter (`RUST_LOG`).
     pub fn start_with(allow_private: bool, log_filter: &str) -> Serve {
-        let mut cmd = Command::new(bridge_bin());
-        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
         if allow_private {
-            cmd.arg("--allow-private");
+            args.push("--allow-private");
         }
+        Serve::spawn(&args, log_filter)
+    }
+
+    /// `bridge --demo` as a newcomer runs it (no subcommand, no `--allow-private`), and the page
+    /// URL it prints, which opens the demo's magnet.
+    pub fn demo() -> (Serve, String) {
+        let serve = Serve::spawn(&["--demo", "--listen", "127.0.0.1:0"], "info,bridge=debug");
+        let url = serve.proc.wait_line(
+            Stream::Stdout,
+            Duration::from_secs(60),
+            "the `demo:` line",
+            |l| l.strip_prefix("demo: ").map(str::to_string),
+        );
+        (serve, url)
+    }
+
+    fn spawn(args: &[&str], log_filter: &str) -> Serve {
+        let mut cmd = Command::new(bridge_bin());
+        cmd.args(args);
         cmd.env("RUST_BACKTRACE", "1").env("RUST_LOG", log_filter);
         let proc = Proc::spawn("bridge serve", cmd);
         let url = proc.wait_line(

@@ -61,6 +61,24 @@ async fn magnet_in_the_url_fragment_resolves_metadata_and_downloads() {
 }
 
 #[tokio::test]
+async fn the_demo_downloads_in_the_page_without_allow_private() {
+    // The newcomer's path: `bridge --demo`, then the printed URL. Only the demo's own seeder may be
+    // reached on loopback; the page verifies every piece against the demo torrent's hashes.
+    let (_serve, url) = Serve::demo();
+    let btih = url
+        .split("urn:btih:")
+        .nth(1)
+        .and_then(|rest| rest.get(..40))
+        .unwrap_or_else(|| panic!("no info-hash in the demo URL {url}"))
+        .to_ascii_lowercase();
+    let browser = Browser::start().await;
+    let page = Page::open(&browser.client, &url).await;
+    let done = page.wait_progress(&btih, 100, DEADLINE).await;
+    assert_eq!(done.progress, 100);
+    browser.close().await;
+}
+
+#[tokio::test]
 async fn a_reload_in_the_middle_resumes_and_completes() {
     let size = 32 * MIB;
     // About 8 s at 4 MB/s: time to reload part-way.
