@@ -79,6 +79,87 @@ async fn the_demo_downloads_in_the_page_without_allow_private() {
 }
 
 #[tokio::test]
+async fn pause_holds_resume_completes_and_remove_deletes_the_data() {
+    // About 8 s at 4 MB/s: time to pause part-way.
+    let swarm = Swarm::single_file("br-pause", "pause.bin", 32 * MIB)
+        .upload_limit(4_000_000)
+        .start();
+    let serve = Serve::start(true);
+    let browser = Browser::start().await;
+    let page = Page::open(&browser.client, &serve.url).await;
+    page.add_torrent_file(&swarm.torrent.path).await;
+    let id = swarm.torrent.info_hash.to_hex();
+    page.wait_progress(&id, 10, DEADLINE).await;
+
+    click(&browser, &id, "pause").await;
+    let paused = page
+        .wait_state(DEADLINE, "the torrent to pause", |s| {
+            s.torrent(&id).filter(|t| t.state == "paused").cloned()
+        })
+        .await;
+    assert!(
+        paused.progress < 90,
+        "paused too late ({} %) to prove anything",
+        paused.progress
+    );
+    // A paused torrent has no peers: watch it for a while and see it stand still.
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < until {
+        let now = page
+            .state()
+            .await
+            .torrent(&id)
+            .cloned()
+            .expect("torrent listed");
+        assert!(
+            now.progress <= paused.progress + 1,
+            "progress moved while paused: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    click(&browser, &id, "resume").await;
+    page.wait_progress(&id, 100, DEADLINE).await;
+    page.save(&id, 0).await;
+    page.assert_saved_equals(&swarm.content).await;
+
+    click(&browser, &id, "remove").await;
+    page.wait_state(DEADLINE, "the torrent to go", |s| {
+        s.torrent(&id).is_none().then_some(())
+    })
+    .await;
+    let left = page
+        .run_async(
+            "const done = arguments[arguments.length - 1];
+             (async () => {
+               const names = [];
+               for await (const name of (await navigator.storage.getDirectory()).keys()) names.push(name);
+               return names;
+             })().then(done, e => done(['error: ' + e]));",
+            vec![],
+        )
+        .await;
+    let left: Vec<String> = serde_json::from_value(left).expect("OPFS names");
+    assert!(
+        !left.iter().any(|n| n.starts_with(&id)),
+        "removing the torrent left its data in OPFS: {left:?}"
+    );
+    browser.close().await;
+}
+
+async fn click(browser: &Browser, id: &str, button: &str) {
+    let sel = format!("section.torrent[data-infohash='{id}'] button.{button}");
+    browser
+        .client
+        .find(fantoccini::Locator::Css(&sel))
+        .await
+        .unwrap_or_else(|e| panic!("no {button} button: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("cannot press {button}: {e}"));
+}
+
+#[tokio::test]
 async fn a_reload_in_the_middle_resumes_and_completes() {
     let size = 32 * MIB;
     // About 8 s at 4 MB/s: time to reload part-way.
