@@ -4,6 +4,7 @@
 //! binary) on 127.0.0.1 with free ports, and stops them: each process runs in its own process
 //! group, killed when its [`Proc`] guard drops. Waits are conditions with deadlines.
 
+pub mod bench;
 pub mod bencode;
 pub mod bridge;
 pub mod browser;

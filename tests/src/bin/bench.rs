@@ -17,12 +17,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use tests::bench::{median, mib, verify, BenchSwarm};
 use tests::bridge::{bridge_bin, parse_complete, Download};
-use tests::data::{first_difference, write_random_file};
-use tests::libtorrent::{create_torrent, LtOptions, Torrent};
+use tests::libtorrent::{LtOptions, Torrent};
 use tests::net::free_port;
 use tests::process::{describe, Proc};
-use tests::tracker::Opentracker;
 
 const CLIENTS: [&str; 3] = ["bridge", "libtorrent", "aria2c"];
 const RUN_TIMEOUT: Duration = Duration::from_secs(900);
@@ -93,40 +92,18 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let root = match &opts.dir {
-        Some(d) => tempfile::Builder::new().prefix("bench-").tempdir_in(d),
-        None => tempfile::Builder::new().prefix("bench-").tempdir(),
-    }
-    .expect("create the benchmark folder");
-    let size = opts.size_mib * 1024 * 1024;
+    let swarm = BenchSwarm::start("bench-", opts.dir.as_deref(), opts.size_mib, opts.piece_kib);
+    let (root, content, torrent) = (&swarm.root, &swarm.content, &swarm.torrent);
 
-    eprintln!("writing {} MiB of random data", opts.size_mib);
-    let seed_dir = root.path().join("seed");
-    let content = seed_dir.join("bench.bin");
-    write_random_file(&content, size, 0xbe4c);
-
-    let mut tracker = Opentracker::start(&[]);
-    eprintln!("hashing the torrent with libtorrent");
-    let torrent = create_torrent(
-        &content,
-        &root.path().join("bench.torrent"),
-        opts.piece_kib.map(|k| k * 1024),
-        &[tracker.announce_url()],
-    );
-    tracker.allow(torrent.info_hash);
-    let seeder = LtOptions::torrent(&torrent.path, &seed_dir).start("lt seeder");
-    eprintln!("waiting for the seeder to check its data");
-    seeder.wait_finished(Duration::from_secs(600));
-
-    print_setup(&opts, &torrent);
+    print_setup(&opts, torrent);
     let mut results = Vec::new();
     for run in 1..=opts.runs {
         for client in &opts.clients {
             let out = root.path().join(format!("out-{client}-{run}"));
             fs::create_dir_all(&out).expect("create the output folder");
             eprintln!("run {run}: {client}");
-            let outcome = measure(client, &torrent, &out).and_then(|m| {
-                verify(&content, &out.join("bench.bin"))?;
+            let outcome = measure(client, torrent, &out).and_then(|m| {
+                verify(content, &out.join("bench.bin"))?;
                 Ok(m)
             });
             if let Err(e) = &outcome {
@@ -253,18 +230,6 @@ fn memory(pid: u32) -> Option<(u64, u64)> {
     Some((field("RssAnon:")?, field("VmHWM:")?))
 }
 
-fn verify(expected: &Path, actual: &Path) -> Result<(), String> {
-    match first_difference(expected, actual) {
-        Ok(None) => Ok(()),
-        Ok(Some(d)) => Err(format!("wrong bytes: {d}")),
-        Err(e) => Err(format!("cannot compare {}: {e}", actual.display())),
-    }
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
-}
-
 fn print_table(results: &[RunResult], clients: &[String]) {
     println!();
     println!(
@@ -309,15 +274,5 @@ fn print_table(results: &[RunResult], clients: &[String]) {
         let rate = median(ok.iter().map(|m| m.mb_per_s).collect());
         let anon = median(ok.iter().map(|m| mib(m.peak_rss_anon)).collect());
         println!("{client:<11} {:>4} {rate:>12.1} {anon:>19.1}", ok.len());
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }

@@ -32,13 +32,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tests::bench::{median, mib, verify, BenchSwarm};
 use tests::bridge::{bridge_bin, Download};
 use tests::browser::{chromium_memory, proc_status_bytes, Browser, ChromiumMemory};
-use tests::data::{first_difference, write_random_file};
-use tests::libtorrent::{create_torrent, LtOptions, Torrent};
+use tests::libtorrent::Torrent;
 use tests::page::{file_digests, Page, Serve, DIGEST_CHUNK};
 use tests::process::describe;
-use tests::tracker::Opentracker;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(900);
 
@@ -140,31 +139,14 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let root = match &opts.dir {
-        Some(d) => tempfile::Builder::new().prefix("bench-tab-").tempdir_in(d),
-        None => tempfile::Builder::new().prefix("bench-tab-").tempdir(),
-    }
-    .expect("create the benchmark folder");
-    let size = opts.size_mib * 1024 * 1024;
-
-    eprintln!("writing {} MiB of random data", opts.size_mib);
-    let seed_dir = root.path().join("seed");
-    let content = seed_dir.join("bench.bin");
-    write_random_file(&content, size, 0xbe4c);
-    let digests = opts.verify.then(|| file_digests(&content));
-
-    let mut tracker = Opentracker::start(&[]);
-    eprintln!("hashing the torrent with libtorrent");
-    let torrent = create_torrent(
-        &content,
-        &root.path().join("bench.torrent"),
-        opts.piece_kib.map(|k| k * 1024),
-        &[tracker.announce_url()],
+    let swarm = BenchSwarm::start(
+        "bench-tab-",
+        opts.dir.as_deref(),
+        opts.size_mib,
+        opts.piece_kib,
     );
-    tracker.allow(torrent.info_hash);
-    let seeder = LtOptions::torrent(&torrent.path, &seed_dir).start("lt seeder");
-    eprintln!("waiting for the seeder to check its data");
-    seeder.wait_finished(Duration::from_secs(600));
+    let (root, content, torrent) = (&swarm.root, &swarm.content, &swarm.torrent);
+    let digests = opts.verify.then(|| file_digests(content));
     // Warnings only: a debug line per tunnel would cost the bridge time.
     let serve = Serve::start_with(true, "warn");
 
@@ -186,7 +168,7 @@ async fn main() {
     let mut natives = Vec::new();
     for run in 1..=opts.runs {
         eprintln!("run {run}: tab");
-        let r = measure_tab(&serve, &torrent, digests.as_ref()).await;
+        let r = measure_tab(&serve, torrent, digests.as_ref()).await;
         if let Err(e) = &r {
             eprintln!("run {run}: tab failed: {e}");
         }
@@ -195,9 +177,9 @@ async fn main() {
         eprintln!("run {run}: bridge download");
         let out = root.path().join(format!("out-{run}"));
         fs::create_dir_all(&out).expect("create the output folder");
-        let r = measure_native(&torrent, &out).and_then(|m| {
+        let r = measure_native(torrent, &out).and_then(|m| {
             if opts.verify {
-                verify(&content, &out.join("bench.bin"))?;
+                verify(content, &out.join("bench.bin"))?;
             }
             Ok(m)
         });
@@ -209,7 +191,7 @@ async fn main() {
     }
     print_table(&tabs, &natives);
     drop(serve);
-    drop(seeder);
+    drop(swarm);
 }
 
 fn chromium_version() -> String {
@@ -335,18 +317,6 @@ fn measure_native(torrent: &Torrent, out: &Path) -> Result<Native, String> {
     })
 }
 
-fn verify(expected: &Path, actual: &Path) -> Result<(), String> {
-    match first_difference(expected, actual) {
-        Ok(None) => Ok(()),
-        Ok(Some(d)) => Err(format!("wrong bytes: {d}")),
-        Err(e) => Err(format!("cannot compare {}: {e}", actual.display())),
-    }
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
-}
-
 fn print_table(tabs: &[Result<Tab, String>], natives: &[Result<Native, String>]) {
     println!();
     println!(
@@ -447,14 +417,4 @@ fn print_table(tabs: &[Result<Tab, String>], natives: &[Result<Native, String>])
             "not met"
         }
     );
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
