@@ -322,17 +322,7 @@ mod tests {
 
     #[tokio::test]
     async fn unsupported_scheme_is_refused() {
-        let req = AnnounceRequest {
-            info_hash: protocol::InfoHash([1; 20]),
-            peer_id: protocol::PeerId([2; 20]),
-            port: 1,
-            uploaded: 0,
-            downloaded: 0,
-            left: 0,
-            event: None,
-            numwant: None,
-            key: 0,
-        };
+        let req = req();
         assert!(matches!(
             announce("ftp://x/", &req).await,
             Err(TrackerError::BadUrl(_))

@@ -2,11 +2,55 @@
 //! against, the byte check after each run, and the figures' arithmetic.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::browser::proc_status_bytes;
 use crate::data::{first_difference, write_random_file};
 use crate::libtorrent::{create_torrent, LtOptions, LtPeer, Torrent};
+use crate::process::{describe, Proc};
 use crate::tracker::Opentracker;
+
+/// A client that has not exited after this long has failed its run.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// How a client's run went: wall time from `started` to its exit, and its peak memory.
+pub struct Sampled {
+    pub secs: f64,
+    /// Largest `RssAnon` seen: the process's own heap and stacks.
+    pub peak_rss_anon: u64,
+    /// `VmHWM` at the last sample: peak resident set, file-backed pages included.
+    pub vm_hwm: u64,
+}
+
+/// Waits for `proc` to exit successfully, sampling its memory from /proc every 50 ms.
+pub fn wait_sampling(proc: &mut Proc, started: Instant) -> Result<Sampled, String> {
+    let (mut peak_rss_anon, mut vm_hwm) = (0, 0);
+    let status = loop {
+        if let Some(anon) = proc_status_bytes(proc.pid(), "RssAnon:") {
+            peak_rss_anon = peak_rss_anon.max(anon);
+        }
+        if let Some(hwm) = proc_status_bytes(proc.pid(), "VmHWM:") {
+            vm_hwm = vm_hwm.max(hwm);
+        }
+        if let Some(s) = proc.try_status() {
+            break s;
+        }
+        if started.elapsed() > RUN_TIMEOUT {
+            proc.kill();
+            return Err(format!("no exit after {RUN_TIMEOUT:?}\n{}", proc.tail(10)));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let secs = started.elapsed().as_secs_f64();
+    if !status.success() {
+        return Err(format!("{}\n{}", describe(status), proc.tail(10)));
+    }
+    Ok(Sampled {
+        secs,
+        peak_rss_anon,
+        vm_hwm,
+    })
+}
 
 /// A file of random data seeded by python3-libtorrent on 127.0.0.1, its torrent (made by
 /// libtorrent) announced to a whitelisted opentracker. Dropping it stops both.

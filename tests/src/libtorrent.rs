@@ -39,6 +39,21 @@ struct Created {
     magnet: String,
 }
 
+impl Created {
+    fn into_torrent(self, path: &Path) -> Torrent {
+        Torrent {
+            path: path.to_path_buf(),
+            info_hash: InfoHash::from_hex(&self.info_hash)
+                .expect("libtorrent prints a hex info-hash"),
+            name: self.name,
+            total_size: self.total_size,
+            num_pieces: self.num_pieces,
+            piece_length: self.piece_length,
+            magnet: self.magnet,
+        }
+    }
+}
+
 /// Makes a v1 `.torrent` of the file or folder `content` at `out`. `piece_length` of `None`
 /// lets libtorrent choose.
 pub fn create_torrent(
@@ -59,15 +74,7 @@ pub fn create_torrent(
         cmd.args(["--tracker", t]);
     }
     let c: Created = run_json(cmd, "lt_peer.py create");
-    Torrent {
-        path: out.to_path_buf(),
-        info_hash: InfoHash::from_hex(&c.info_hash).expect("libtorrent prints a hex info-hash"),
-        name: c.name,
-        total_size: c.total_size,
-        num_pieces: c.num_pieces,
-        piece_length: c.piece_length,
-        magnet: c.magnet,
-    }
+    c.into_torrent(out)
 }
 
 /// Reads a `.torrent` file with libtorrent (e.g. one that `bridge seed` wrote).
@@ -75,15 +82,7 @@ pub fn torrent_info(path: &Path) -> Torrent {
     let mut cmd = Command::new(PYTHON);
     cmd.arg(SCRIPT).arg("info").arg("--torrent").arg(path);
     let c: Created = run_json(cmd, "lt_peer.py info");
-    Torrent {
-        path: path.to_path_buf(),
-        info_hash: InfoHash::from_hex(&c.info_hash).expect("libtorrent prints a hex info-hash"),
-        name: c.name,
-        total_size: c.total_size,
-        num_pieces: c.num_pieces,
-        piece_length: c.piece_length,
-        magnet: c.magnet,
-    }
+    c.into_torrent(path)
 }
 
 fn run_json<T: for<'de> Deserialize<'de>>(mut cmd: Command, what: &str) -> T {

@@ -15,16 +15,15 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use tests::bench::{median, mib, verify, BenchSwarm};
+use tests::bench::{median, mib, verify, wait_sampling, BenchSwarm};
 use tests::bridge::{bridge_bin, parse_complete, Download};
 use tests::libtorrent::{LtOptions, Torrent};
 use tests::net::free_port;
-use tests::process::{describe, Proc};
+use tests::process::Proc;
 
 const CLIENTS: [&str; 3] = ["bridge", "libtorrent", "aria2c"];
-const RUN_TIMEOUT: Duration = Duration::from_secs(900);
 
 struct Options {
     size_mib: u64,
@@ -162,25 +161,7 @@ fn measure(client: &str, torrent: &Torrent, out: &Path) -> Result<Measured, Stri
         "aria2c" => Proc::spawn("aria2c", aria2c(torrent, out)),
         other => return Err(format!("unknown client {other}")),
     };
-    let (mut peak_anon, mut hwm) = (0, 0);
-    let status = loop {
-        if let Some((anon, h)) = memory(proc.pid()) {
-            peak_anon = peak_anon.max(anon);
-            hwm = hwm.max(h);
-        }
-        if let Some(s) = proc.try_status() {
-            break s;
-        }
-        if started.elapsed() > RUN_TIMEOUT {
-            proc.kill();
-            return Err(format!("no exit after {RUN_TIMEOUT:?}\n{}", proc.tail(10)));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let secs = started.elapsed().as_secs_f64();
-    if !status.success() {
-        return Err(format!("{}\n{}", describe(status), proc.tail(10)));
-    }
+    let run = wait_sampling(&mut proc, started)?;
     let note = proc
         .stdout()
         .iter()
@@ -188,10 +169,10 @@ fn measure(client: &str, torrent: &Torrent, out: &Path) -> Result<Measured, Stri
         .map(|c| format!("says {:.0} MB/s", c.mb_per_s))
         .unwrap_or_default();
     Ok(Measured {
-        secs,
-        mb_per_s: torrent.total_size as f64 / 1e6 / secs,
-        peak_rss_anon: peak_anon,
-        vm_hwm: hwm,
+        secs: run.secs,
+        mb_per_s: torrent.total_size as f64 / 1e6 / run.secs,
+        peak_rss_anon: run.peak_rss_anon,
+        vm_hwm: run.vm_hwm,
         note,
     })
 }
@@ -214,20 +195,6 @@ fn aria2c(torrent: &Torrent, out: &Path) -> Command {
         .arg(format!("--listen-port={}", free_port()))
         .arg(&torrent.path);
     cmd
-}
-
-/// `RssAnon` and `VmHWM` of a live process, in bytes.
-fn memory(pid: u32) -> Option<(u64, u64)> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().strip_suffix("kB"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-    };
-    Some((field("RssAnon:")?, field("VmHWM:")?))
 }
 
 fn print_table(results: &[RunResult], clients: &[String]) {

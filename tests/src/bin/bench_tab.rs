@@ -32,14 +32,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tests::bench::{median, mib, verify, BenchSwarm};
+use tests::bench::{median, mib, verify, wait_sampling, BenchSwarm, RUN_TIMEOUT};
 use tests::bridge::{bridge_bin, Download};
-use tests::browser::{chromium_memory, proc_status_bytes, Browser, ChromiumMemory};
+use tests::browser::{chromium_memory, Browser, ChromiumMemory};
 use tests::libtorrent::Torrent;
 use tests::page::{file_digests, Page, Serve, DIGEST_CHUNK};
-use tests::process::describe;
-
-const RUN_TIMEOUT: Duration = Duration::from_secs(900);
 
 struct Options {
     size_mib: u64,
@@ -292,28 +289,11 @@ fn measure_native(torrent: &Torrent, out: &Path) -> Result<Native, String> {
     let mut proc = Download::torrent(&torrent.path, out)
         .timeout(120)
         .spawn("bridge download");
-    let mut peak = 0;
-    let status = loop {
-        if let Some(anon) = proc_status_bytes(proc.pid(), "RssAnon:") {
-            peak = peak.max(anon);
-        }
-        if let Some(s) = proc.try_status() {
-            break s;
-        }
-        if started.elapsed() > RUN_TIMEOUT {
-            proc.kill();
-            return Err(format!("no exit after {RUN_TIMEOUT:?}\n{}", proc.tail(10)));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let secs = started.elapsed().as_secs_f64();
-    if !status.success() {
-        return Err(format!("{}\n{}", describe(status), proc.tail(10)));
-    }
+    let run = wait_sampling(&mut proc, started)?;
     Ok(Native {
-        secs,
-        mb_per_s: torrent.total_size as f64 / 1e6 / secs,
-        peak_rss_anon: peak,
+        secs: run.secs,
+        mb_per_s: torrent.total_size as f64 / 1e6 / run.secs,
+        peak_rss_anon: run.peak_rss_anon,
     })
 }
 
