@@ -350,10 +350,13 @@ class TorrentView {
 
   /** Shows Resume or Pause; the keyboard focus follows to the button that replaces it. */
   showPaused(paused, failed) {
-    const hadFocus = document.activeElement === this.pauseBtn || document.activeElement === this.resumeBtn;
+    // Chromium drops the focus of an element as soon as it is hidden (activeElement is the body
+    // by the time we look), so remember which button had it before hiding either.
+    const focused = document.activeElement;
+    const hadFocus = focused === this.pauseBtn || focused === this.resumeBtn;
     this.pauseBtn.hidden = paused || failed;
     this.resumeBtn.hidden = !paused;
-    if (hadFocus && document.activeElement?.hidden) {
+    if (hadFocus && focused.hidden) {
       (paused ? this.resumeBtn : failed ? this.removeBtn : this.pauseBtn).focus();
     }
   }
