@@ -13,9 +13,14 @@ Run with Debian's /usr/bin/python3: that is the interpreter the python3-libtorre
 
   lt_peer.py run (--torrent FILE | --magnet URI) --save DIR [--port N] [--upload-limit B/s]
                  [--download-limit B/s] [--peer IP:PORT ...] [--exit-when-finished] [--seed-mode]
-      Seeds or leeches on 127.0.0.1 until killed (or until finished with --exit-when-finished).
+                 [--bind IP] [--block IP ...]
+      Seeds or leeches on 127.0.0.1 (or --bind IP, e.g. another loopback address: Linux routes all
+      of 127/8 to lo) until killed (or until finished with --exit-when-finished). --block keeps
+      every connection to or from that address out (libtorrent's ip_filter), even to peers it
+      learns through PEX.
       Prints JSON lines on stdout: {"event":"listening","port":N} once, {"event":"status",...} every
-      200 ms, {"event":"finished"} when every piece is verified, {"event":"error",...} on errors.
+      200 ms, {"event":"finished"} when every piece is verified, {"event":"error",...} on errors,
+      and with --block {"event":"blocked","peer":"IP:PORT"} for each connection it refused.
 
 Everything a test waits on is a line on stdout, flushed at once.
 """
@@ -70,7 +75,7 @@ def describe(ti):
 
 def session(args):
     settings = {
-        "listen_interfaces": "127.0.0.1:%d" % args.port,
+        "listen_interfaces": "%s:%d" % (args.bind, args.port),
         "enable_dht": False,
         "enable_lsd": False,
         "enable_upnp": False,
@@ -87,7 +92,16 @@ def session(args):
         | lt.alert_category.peer,
         "user_agent": "lt_peer.py/libtorrent " + lt.__version__,
     }
-    return lt.session(settings)
+    if args.block:
+        # Each refused connection becomes a peer_blocked_alert: {"event":"blocked",...}.
+        settings["alert_mask"] |= lt.alert_category.ip_block
+    ses = lt.session(settings)
+    if args.block:
+        f = lt.ip_filter()
+        for ip in args.block:
+            f.add_rule(ip, ip, 1)  # 1: blocked
+        ses.set_ip_filter(f)
+    return ses
 
 
 def add_torrent(ses, args):
@@ -141,6 +155,8 @@ def run(args):
                 emit(event="tracker", message=a.message())
             elif isinstance(a, lt.metadata_received_alert):
                 emit(event="metadata")
+            elif isinstance(a, lt.peer_blocked_alert):
+                emit(event="blocked", peer="%s:%d" % tuple(a.ip))
         now = time.monotonic()
         if handle is not None and now >= next_status:
             next_status = now + 0.2
@@ -190,6 +206,8 @@ def main():
     r.add_argument("--peer", action="append", default=[])
     r.add_argument("--exit-when-finished", action="store_true")
     r.add_argument("--seed-mode", action="store_true")
+    r.add_argument("--bind", default="127.0.0.1")
+    r.add_argument("--block", action="append", default=[])
 
     args = parser.parse_args()
     if args.command == "create":
