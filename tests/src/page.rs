@@ -317,6 +317,221 @@ if (!s) { done({ error: 'nothing was saved' }); return; }
     }
 }
 
+/// What a keyboard user has focused: `document.activeElement`, described.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Focus {
+    /// Lower-case tag name (`body` when nothing has focus).
+    pub tag: String,
+    pub id: String,
+    pub class: String,
+    /// Its accessible label as far as the test needs it: `aria-label`, else its text.
+    pub label: String,
+    /// The info-hash of the torrent section it is in, if any.
+    pub torrent: Option<String>,
+    /// It matches `:focus-visible` (the browser shows its focus ring).
+    pub focus_visible: bool,
+    /// Its computed `outline-style` and `outline-width` (the focus ring the page draws).
+    pub outline: String,
+    /// It has a box on screen (not `display: none`, not zero-sized).
+    pub rendered: bool,
+}
+
+impl Focus {
+    /// `tag#id.class "label"`, for messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}{}{} {:?}",
+            self.tag,
+            if self.id.is_empty() {
+                String::new()
+            } else {
+                format!("#{}", self.id)
+            },
+            if self.class.is_empty() {
+                String::new()
+            } else {
+                format!(".{}", self.class.replace(' ', "."))
+            },
+            self.label
+        )
+    }
+}
+
+const FOCUS_JS: &str = r#"
+const el = document.activeElement ?? document.body;
+const cs = getComputedStyle(el);
+const r = el.getBoundingClientRect();
+return {
+  tag: el.tagName.toLowerCase(),
+  id: el.id ?? '',
+  class: typeof el.className === 'string' ? el.className : '',
+  label: (el.getAttribute('aria-label') ?? el.textContent ?? '').trim().slice(0, 80),
+  torrent: el.closest('section.torrent')?.dataset.infohash ?? null,
+  focus_visible: el.matches(':focus-visible'),
+  outline: `${cs.outlineStyle} ${cs.outlineWidth}`,
+  rendered: r.width > 0 && r.height > 0 && cs.visibility !== 'hidden',
+};
+"#;
+
+/// Visible text of the elements matching a selector: `innerText` of each one that is rendered.
+const VISIBLE_TEXT_JS: &str = r#"
+const [sel] = arguments;
+return Array.from(document.querySelectorAll(sel))
+  .filter((el) => el.checkVisibility({ visibilityProperty: true, opacityProperty: true })
+    && el.getBoundingClientRect().width > 0)
+  .map((el) => el.innerText.trim())
+  .filter((t) => t.length > 0);
+"#;
+
+/// Drags `files` (built in the page from the bytes given) over the page and drops them, with the
+/// events a browser fires for a real drag from the desktop: `dragenter`, `dragover`, `drop`.
+const DROP_JS: &str = r#"
+const [files, selector] = arguments;
+const dt = new DataTransfer();
+for (const f of files) {
+  dt.items.add(new File([new Uint8Array(f.bytes)], f.name, { type: 'application/x-bittorrent' }));
+}
+const target = document.querySelector(selector);
+const fire = (type) => !target.dispatchEvent(
+  new DragEvent(type, { bubbles: true, cancelable: true, composed: true, dataTransfer: dt }));
+const overlay = document.querySelector('#drop-overlay');
+const enter = fire('dragenter');
+const over = fire('dragover');
+const overlayShown = overlay ? !overlay.hidden && overlay.checkVisibility() : false;
+const drop = fire('drop');
+return {
+  enter_prevented: enter,
+  over_prevented: over,
+  overlay_shown: overlayShown,
+  drop_prevented: drop,
+  overlay_hidden_after: overlay ? overlay.hidden : true,
+};
+"#;
+
+/// What the page did with a drag and drop ([`Page::drop_files`]).
+#[derive(Clone, Debug, Deserialize)]
+pub struct DropOutcome {
+    /// The page called `preventDefault` on `dragenter`, `dragover` and `drop`: a browser only
+    /// lets a drop happen (and skips opening the file itself) when `dragover` is cancelled.
+    pub enter_prevented: bool,
+    pub over_prevented: bool,
+    pub drop_prevented: bool,
+    /// The "Drop to add" overlay was on screen during the drag, and gone after the drop.
+    pub overlay_shown: bool,
+    pub overlay_hidden_after: bool,
+}
+
+impl Page<'_> {
+    /// The visible text of each element matching `selector` that is on screen (hidden ones and
+    /// empty ones left out): what a user reads there.
+    pub async fn visible_texts(&self, selector: &str) -> Vec<String> {
+        let v = self
+            .client
+            .execute(VISIBLE_TEXT_JS, vec![json!(selector)])
+            .await
+            .unwrap_or_else(|e| panic!("cannot read the text of {selector}: {e}"));
+        serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("texts {v}: {e}"))
+    }
+
+    /// The message shown on torrent `id`'s card, if one is on screen.
+    pub async fn visible_message(&self, id: &str) -> Option<String> {
+        let sel = format!("section.torrent[data-infohash=\"{id}\"] .message");
+        self.visible_texts(&sel).await.into_iter().next()
+    }
+
+    /// Waits until torrent `id` shows a message on screen for which `f` is true, and returns it.
+    pub async fn wait_message(
+        &self,
+        id: &str,
+        timeout: Duration,
+        what: &str,
+        mut f: impl FnMut(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let m = self.visible_message(id).await;
+            if let Some(m) = &m {
+                if f(m) {
+                    return m.clone();
+                }
+            }
+            if seen.last() != Some(&m) {
+                seen.push(m);
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for torrent {id} to show {what}; its \
+                     messages were {seen:?}; the page shows {:#?}",
+                    self.state().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Drops `files` (`(name, bytes)`) on the element `selector` (see [`DropOutcome`]).
+    pub async fn drop_files(&self, selector: &str, files: &[(&str, &[u8])]) -> DropOutcome {
+        let files: Vec<Value> = files
+            .iter()
+            .map(|(name, bytes)| json!({ "name": name, "bytes": bytes }))
+            .collect();
+        let v = self
+            .client
+            .execute(DROP_JS, vec![json!(files), json!(selector)])
+            .await
+            .unwrap_or_else(|e| panic!("cannot drop files on {selector}: {e}"));
+        serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("drop outcome {v}: {e}"))
+    }
+
+    /// What has the keyboard focus.
+    pub async fn focus(&self) -> Focus {
+        let v = self
+            .client
+            .execute(FOCUS_JS, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("cannot read the focus: {e}"));
+        serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("focus {v}: {e}"))
+    }
+
+    /// Presses and releases each key of `keys` in turn on the keyboard (WebDriver actions: the
+    /// browser sends them to whatever has the focus, as for a user typing). Special keys are
+    /// [`fantoccini::key::Key`]s turned into `char`s.
+    pub async fn press_keys(&self, keys: impl IntoIterator<Item = char>) {
+        use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+        let mut actions = KeyActions::new("keyboard".into());
+        for k in keys {
+            actions = actions
+                .then(KeyAction::Down { value: k })
+                .then(KeyAction::Up { value: k });
+        }
+        self.client
+            .perform_actions(actions)
+            .await
+            .unwrap_or_else(|e| panic!("cannot press keys: {e}"));
+    }
+
+    /// Presses Tab until `want` accepts what has the focus, at most `max` times. Returns that
+    /// focus; panics with every stop on the way if it never comes.
+    pub async fn tab_to(&self, max: usize, what: &str, want: impl Fn(&Focus) -> bool) -> Focus {
+        let mut path = Vec::new();
+        for _ in 0..max {
+            self.press_keys([char::from(fantoccini::key::Key::Tab)])
+                .await;
+            let f = self.focus().await;
+            path.push(format!(
+                "{}{}",
+                f.describe(),
+                if f.rendered { "" } else { " (not on screen)" }
+            ));
+            if want(&f) {
+                return f;
+            }
+        }
+        panic!("{max} presses of Tab never reached {what}; the focus went {path:#?}");
+    }
+}
+
 /// The size of `path` and the SHA-1 of each [`DIGEST_CHUNK`] of it.
 pub fn file_digests(path: &Path) -> (u64, Vec<String>) {
     let mut f = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
