@@ -515,7 +515,8 @@ impl Session {
                     }
                 }
             }
-            Event::PieceVerified(_) => {}
+            // Natively the engine hashes itself (SHA-NI): `driver_hashes` stays off.
+            Event::PieceVerified(_) | Event::HashPiece { .. } => {}
             Event::PieceFailed(i) => warn!("piece {i} failed its hash check"),
             Event::PeerBanned(addr) => {
                 info!("peer {addr} banned: sent data that failed hash checks")

@@ -40,6 +40,10 @@ pub struct Config {
     pub client_name: String,
     /// The port we accept peers on, sent as `p` in the extension handshake.
     pub listen_port: Option<u16>,
+    /// The driver hashes each downloaded piece: the engine emits `Event::HashPiece` and waits for
+    /// `handle_piece_hash`. For platforms whose fastest SHA-1 is asynchronous or off the engine's
+    /// thread (WebCrypto in a browser); otherwise the engine hashes blocks as they arrive.
+    pub driver_hashes: bool,
 }
 
 impl Default for Config {
@@ -55,6 +59,7 @@ impl Default for Config {
             request_timeout_ms: 30_000,
             client_name: concat!("bt-tab ", env!("CARGO_PKG_VERSION")).to_string(),
             listen_port: None,
+            driver_hashes: false,
         }
     }
 }
@@ -87,6 +92,12 @@ pub enum Event {
     /// A magnet's metadata arrived and matched the info-hash: `info()` is now set, and the driver
     /// should `attach_storage`.
     MetadataReceived,
+    /// With `Config::driver_hashes`: every block of `piece` is stored. Read it with
+    /// `read_piece`, hash it, and answer with `handle_piece_hash(piece, job, digest)`.
+    HashPiece {
+        piece: u32,
+        job: u64,
+    },
     PieceVerified(u32),
     /// A piece failed its hash check and will be downloaded again.
     PieceFailed(u32),

@@ -38,6 +38,8 @@ struct Partial {
     /// Bytes from the start of the piece already fed to `hasher`.
     hashed: u32,
     contributors: Vec<SocketAddr>,
+    /// Every block is in and the driver is hashing the piece under this job number.
+    hash_job: Option<u64>,
 }
 
 pub enum BlockOutcome {
@@ -52,7 +54,13 @@ pub enum BlockOutcome {
 
 pub enum PieceOutcome {
     Verified,
-    Failed { contributors: Vec<SocketAddr> },
+    Failed {
+        contributors: Vec<SocketAddr>,
+    },
+    /// Every block is stored; the driver hashes the piece and answers with this job number.
+    NeedsHash {
+        job: u64,
+    },
 }
 
 pub struct Picker {
@@ -67,10 +75,20 @@ pub struct Picker {
     retry_exclusive: Vec<bool>,
     rng: fastrand::Rng,
     scratch: Vec<u8>,
+    /// The driver hashes whole pieces (see `Config::driver_hashes`); we hash nothing as blocks
+    /// arrive.
+    driver_hashes: bool,
+    next_job: u64,
 }
 
 impl Picker {
-    pub fn new(piece_length: u32, total: u64, hashes: Vec<[u8; 20]>, seed: u64) -> Self {
+    pub fn new(
+        piece_length: u32,
+        total: u64,
+        hashes: Vec<[u8; 20]>,
+        seed: u64,
+        driver_hashes: bool,
+    ) -> Self {
         let n = hashes.len();
         Picker {
             piece_length,
@@ -83,6 +101,8 @@ impl Picker {
             retry_exclusive: vec![false; n],
             rng: fastrand::Rng::with_seed(seed),
             scratch: Vec::new(),
+            driver_hashes,
+            next_job: 1,
         }
     }
 
@@ -285,6 +305,7 @@ impl Picker {
                 hasher: Sha1::new(),
                 hashed: 0,
                 contributors: Vec::new(),
+                hash_job: None,
             },
         );
     }
@@ -319,7 +340,7 @@ impl Picker {
     }
 
     /// Stores a received block and advances the piece's hash; verifies the piece when its last
-    /// block is in.
+    /// block is in, or asks for the driver's hash of it.
     pub fn block_received(
         &mut self,
         index: u32,
@@ -354,18 +375,20 @@ impl Picker {
         if !p.contributors.contains(&from) {
             p.contributors.push(from);
         }
-        // Hash in arrival order when the block is next; otherwise it is read back later.
-        if p.hashed == begin {
-            p.hasher.update(data);
-            p.hashed += data.len() as u32;
-        }
-        let piece_start = index as u64 * self.piece_length as u64;
-        while p.hashed < size && p.blocks[(p.hashed / BLOCK_SIZE) as usize] == Block::Done {
-            let len = (size - p.hashed).min(BLOCK_SIZE) as usize;
-            self.scratch.resize(len, 0);
-            storage.read(piece_start + p.hashed as u64, &mut self.scratch)?;
-            p.hasher.update(&self.scratch);
-            p.hashed += len as u32;
+        if !self.driver_hashes {
+            // Hash in arrival order when the block is next; otherwise it is read back later.
+            if p.hashed == begin {
+                p.hasher.update(data);
+                p.hashed += data.len() as u32;
+            }
+            let piece_start = index as u64 * self.piece_length as u64;
+            while p.hashed < size && p.blocks[(p.hashed / BLOCK_SIZE) as usize] == Block::Done {
+                let len = (size - p.hashed).min(BLOCK_SIZE) as usize;
+                self.scratch.resize(len, 0);
+                storage.read(piece_start + p.hashed as u64, &mut self.scratch)?;
+                p.hasher.update(&self.scratch);
+                p.hashed += len as u32;
+            }
         }
         if p.done as usize != p.blocks.len() {
             return Ok(BlockOutcome::Stored {
@@ -373,21 +396,46 @@ impl Picker {
                 piece: None,
             });
         }
-        let p = self.partial.remove(&index).expect("partial piece present");
-        let digest: [u8; 20] = p.hasher.finalize().into();
-        let outcome = if digest == self.hashes[index as usize] {
-            self.mark_have(index);
-            PieceOutcome::Verified
+        let outcome = if self.driver_hashes {
+            // The piece stays partial, with no block free, until the driver's answer.
+            let job = self.next_job;
+            self.next_job += 1;
+            p.hash_job = Some(job);
+            PieceOutcome::NeedsHash { job }
         } else {
-            self.retry_exclusive[index as usize] = p.contributors.len() > 1;
-            PieceOutcome::Failed {
-                contributors: p.contributors,
-            }
+            let p = self.partial.remove(&index).expect("partial piece present");
+            let digest: [u8; 20] = p.hasher.finalize().into();
+            self.finish(index, digest, p.contributors)
         };
         Ok(BlockOutcome::Stored {
             duplicates,
             piece: Some(outcome),
         })
+    }
+
+    /// The driver's digest for hash job `job` of piece `index`. `None` if that job is no longer
+    /// awaited (the piece was given up, e.g. by a pause, and perhaps started again since).
+    pub fn piece_hashed(&mut self, index: u32, job: u64, digest: [u8; 20]) -> Option<PieceOutcome> {
+        if self.partial.get(&index)?.hash_job != Some(job) {
+            return None;
+        }
+        let p = self.partial.remove(&index)?;
+        Some(self.finish(index, digest, p.contributors))
+    }
+
+    fn finish(
+        &mut self,
+        index: u32,
+        digest: [u8; 20],
+        contributors: Vec<SocketAddr>,
+    ) -> PieceOutcome {
+        if digest == self.hashes[index as usize] {
+            self.mark_have(index);
+            PieceOutcome::Verified
+        } else {
+            self.retry_exclusive[index as usize] = contributors.len() > 1;
+            PieceOutcome::Failed { contributors }
+        }
     }
 
     fn piece_size_checked(&self, index: u32) -> Option<u32> {

@@ -9,6 +9,9 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
+use super::picker::{BlockOutcome, Picker, PieceOutcome};
+use sha1::{Digest, Sha1};
+
 /// Reads return garbage once `corrupt` is set: a seeder that passed its own check and then
 /// serves bad data.
 struct CorruptingStorage {
@@ -69,6 +72,8 @@ struct Net {
     links: BTreeMap<(usize, ConnId), (usize, ConnId)>,
     /// Outgoing connections waiting for the other side to accept.
     pending: VecDeque<(usize, ConnId, SocketAddr)>,
+    /// `Event::HashPiece` jobs, answered on a later round as a driver's asynchronous hash is.
+    hash_jobs: VecDeque<(usize, u32, u64)>,
     now: u64,
     rng: fastrand::Rng,
 }
@@ -79,6 +84,7 @@ impl Net {
             nodes: Vec::new(),
             links: BTreeMap::new(),
             pending: VecDeque::new(),
+            hash_jobs: VecDeque::new(),
             now: 0,
             rng: fastrand::Rng::with_seed(7),
         }
@@ -104,6 +110,9 @@ impl Net {
                     busy = true;
                     match &ev {
                         Event::Connect { conn, addr } => self.pending.push_back((i, *conn, *addr)),
+                        Event::HashPiece { piece, job } => {
+                            self.hash_jobs.push_back((i, *piece, *job))
+                        }
                         Event::Close { conn, .. } => {
                             if let Some((j, c)) = self.links.remove(&(i, *conn)) {
                                 self.links.remove(&(j, c));
@@ -148,6 +157,13 @@ impl Net {
                     }
                     self.nodes[i].torrent.handle_sent(conn, len);
                 }
+            }
+            let mut piece = Vec::new();
+            while let Some((i, index, job)) = self.hash_jobs.pop_front() {
+                busy = true;
+                let t = &mut self.nodes[i].torrent;
+                t.read_piece(index, &mut piece).unwrap();
+                t.handle_piece_hash(index, job, Sha1::digest(&piece).into());
             }
             if !busy {
                 return;
@@ -197,6 +213,18 @@ fn seeder(info: &Info, data: &[u8], seed: u64) -> Torrent {
 
 #[test]
 fn leecher_completes_despite_a_corrupt_seeder_and_bans_it() {
+    corrupt_seeder_is_banned(Config::default());
+}
+
+#[test]
+fn driver_hashing_completes_despite_a_corrupt_seeder_and_bans_it() {
+    corrupt_seeder_is_banned(Config {
+        driver_hashes: true,
+        ..Config::default()
+    });
+}
+
+fn corrupt_seeder_is_banned(leech_config: Config) {
     let (data, info) = make_torrent(3 * 1024 * 1024 + 12345, 64 * 1024, 1);
     let mut net = Net::new();
     let good = net.add(seeder(&info, &data, 11));
@@ -224,7 +252,7 @@ fn leecher_completes_despite_a_corrupt_seeder_and_bans_it() {
         info.info_hash,
         Some(info.clone()),
         PeerId::generate(13),
-        Config::default(),
+        leech_config,
         13,
     );
     leech.attach_storage(Box::new(store.clone()));
@@ -339,4 +367,51 @@ fn assume_checked_skips_hashing_and_checks_the_length() {
     assert!(t.assume_checked(&vec![true; info.num_pieces() as usize]));
     assert!(t.is_complete());
     assert_eq!(t.poll_event(), Some(Event::Complete));
+}
+
+#[test]
+fn a_driver_hash_for_a_piece_given_up_is_ignored() {
+    let data = vec![7u8; 20_000];
+    let digest: [u8; 20] = Sha1::digest(&data).into();
+    let mut picker = Picker::new(32 * 1024, data.len() as u64, vec![digest], 5, true);
+    let mut store = MemoryStorage::new(data.len() as u64);
+    let mut bits = Bitfield::new(1);
+    bits.set(0);
+    let from: SocketAddr = "10.0.0.9:6881".parse().unwrap();
+    let mut download = |picker: &mut Picker| {
+        let mut reqs = Vec::new();
+        // Two blocks, no endgame duplicates: one request each.
+        picker.pick(ConnId(1), &bits, 2, &|_| false, &mut reqs);
+        assert_eq!(reqs.len(), 2);
+        let mut last = None;
+        for r in reqs {
+            let block = &data[r.begin as usize..(r.begin + r.length) as usize];
+            last = match picker.block_received(0, r.begin, block, from, &mut store) {
+                Ok(BlockOutcome::Stored { piece, .. }) => piece,
+                _ => panic!("block not stored"),
+            };
+        }
+        match last {
+            Some(PieceOutcome::NeedsHash { job }) => job,
+            _ => panic!("the driver is not asked to hash"),
+        }
+    };
+    let stale = download(&mut picker);
+    // A pause gives the piece up; it is downloaded again under a new job.
+    picker.clear_partials();
+    let current = download(&mut picker);
+    assert_ne!(stale, current);
+    assert!(picker.piece_hashed(0, stale, digest).is_none());
+    assert!(!picker.has(0));
+    assert!(matches!(
+        picker.piece_hashed(0, current, [0; 20]),
+        Some(PieceOutcome::Failed { .. })
+    ));
+    assert!(!picker.has(0));
+    let again = download(&mut picker);
+    assert!(matches!(
+        picker.piece_hashed(0, again, digest),
+        Some(PieceOutcome::Verified)
+    ));
+    assert!(picker.has(0));
 }

@@ -140,6 +140,7 @@ impl Torrent {
             info.total_length,
             info.piece_hashes.clone(),
             seed,
+            self.config.driver_hashes,
         ));
         self.info = Some(info);
         self.metadata = None;
@@ -382,6 +383,33 @@ impl Torrent {
                 None
             }
         }
+    }
+
+    /// Reads piece `piece` from storage into `buf` (resized to the piece), for the driver to hash
+    /// after `Event::HashPiece`.
+    pub fn read_piece(&mut self, piece: u32, buf: &mut Vec<u8>) -> Result<(), StorageError> {
+        let (Some(picker), Some(storage)) = (self.picker.as_ref(), self.storage.as_mut()) else {
+            return Err(StorageError("no storage attached".into()));
+        };
+        if piece >= picker.num_pieces() {
+            return Err(StorageError(format!("no piece {piece}")));
+        }
+        buf.resize(picker.piece_size(piece) as usize, 0);
+        storage.read(picker.piece_offset(piece), buf)
+    }
+
+    /// The driver's SHA-1 of a piece it was asked to hash (`Event::HashPiece`). An answer for a
+    /// job no longer awaited (the piece was dropped by a pause meanwhile) is ignored.
+    pub fn handle_piece_hash(&mut self, piece: u32, job: u64, digest: [u8; 20]) {
+        let Some(outcome) = self
+            .picker
+            .as_mut()
+            .and_then(|p| p.piece_hashed(piece, job, digest))
+        else {
+            return;
+        };
+        self.on_piece_outcome(piece, outcome);
+        self.refill_all();
     }
 
     pub fn is_complete(&self) -> bool {
@@ -900,18 +928,26 @@ impl Torrent {
                 }
             }
         }
-        match piece {
-            Some(PieceOutcome::Verified) => self.on_piece_verified(index),
-            Some(PieceOutcome::Failed { contributors }) => {
+        if let Some(outcome) = piece {
+            self.on_piece_outcome(index, outcome);
+        }
+        Ok(())
+    }
+
+    fn on_piece_outcome(&mut self, index: u32, outcome: PieceOutcome) {
+        match outcome {
+            PieceOutcome::Verified => self.on_piece_verified(index),
+            PieceOutcome::Failed { contributors } => {
                 self.events.push_back(Event::PieceFailed(index));
                 // Only a piece with one source proves who sent bad data.
                 if let [culprit] = contributors[..] {
                     self.strike(culprit);
                 }
             }
-            None => {}
+            PieceOutcome::NeedsHash { job } => self
+                .events
+                .push_back(Event::HashPiece { piece: index, job }),
         }
-        Ok(())
     }
 
     fn on_piece_verified(&mut self, index: u32) {
