@@ -80,9 +80,14 @@ function showAlert(message) {
 
 // ---- the worker --------------------------------------------------------------------------
 
-const worker = new Worker('/worker.js', { type: 'module' });
-// For tests and the console: the last file handed to the browser.
-window.btTab = { worker, lastSaved: null, storage: null };
+// `?hash=wasm` keeps piece hashing in wasm instead of WebCrypto, for the benchmark's comparison.
+const hashChoice = new URLSearchParams(location.search).get('hash');
+const worker = new Worker(
+  hashChoice ? `/worker.js?hash=${encodeURIComponent(hashChoice)}` : '/worker.js',
+  { type: 'module' },
+);
+// For tests and the console: the last file handed to the browser, and the Worker's choices.
+window.btTab = { worker, lastSaved: null, storage: null, hash: null };
 
 worker.addEventListener('error', (e) => {
   showAlert(`The engine could not start: ${e.message || 'its script failed to load (is the bridge running?)'}`);
@@ -93,6 +98,7 @@ worker.addEventListener('message', (e) => {
   switch (msg?.type) {
     case 'ready':
       window.btTab.storage = msg.storage;
+      window.btTab.hash = msg.hash;
       if (msg.storage !== 'opfs') {
         showAlert('This browser has no Origin Private File System: downloads stay in memory and are lost on reload.');
       }

@@ -65,7 +65,10 @@ impl Browser {
         write_preferences(profile.path(), &downloads);
 
         let mut cmd = Command::new(CHROMIUM);
+        // Extra flags for profiling by hand, e.g. `--js-flags=--perf-basic-prof` for perf.
+        let extra = std::env::var("CHROMIUM_EXTRA_FLAGS").unwrap_or_default();
         cmd.args(FLAGS)
+            .args(extra.split_whitespace())
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             // The profile holds everything else Chromium would write to the home folder.

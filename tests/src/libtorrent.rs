@@ -202,15 +202,7 @@ impl LtOptions {
     /// Starts the peer and returns once it listens.
     pub fn start(self, name: &str) -> LtPeer {
         let proc = Proc::spawn(name, self.command());
-        let port = proc.wait_line(
-            Stream::Stdout,
-            Duration::from_secs(30),
-            "libtorrent to listen",
-            |l| match serde_json::from_str::<Event>(l) {
-                Ok(Event::Listening { port }) => Some(port),
-                _ => None,
-            },
-        );
+        let port = wait_listening(&proc);
         LtPeer { proc, port }
     }
 }
@@ -316,4 +308,17 @@ impl LtPeer {
             serde_json::from_str::<Event>(l).ok().and_then(&mut f)
         })
     }
+}
+
+/// Waits for an lt_peer.py process to say it listens; returns its port.
+pub fn wait_listening(proc: &Proc) -> u16 {
+    proc.wait_line(
+        Stream::Stdout,
+        Duration::from_secs(30),
+        "libtorrent to listen",
+        |l| match serde_json::from_str::<Event>(l) {
+            Ok(Event::Listening { port }) => Some(port),
+            _ => None,
+        },
+    )
 }

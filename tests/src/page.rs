@@ -105,6 +105,8 @@ pub struct TorrentView {
 #[derive(Clone, Debug, Deserialize)]
 pub struct PageState {
     pub storage: Option<String>,
+    /// Who hashes pieces: "subtle" (WebCrypto) or "wasm".
+    pub hash: Option<String>,
     pub torrents: Vec<TorrentView>,
     pub alerts: Vec<String>,
 }
@@ -119,6 +121,7 @@ const STATE_JS: &str = r#"
 const q = (s, r = document) => Array.from(r.querySelectorAll(s));
 return {
   storage: window.btTab?.storage ?? null,
+  hash: window.btTab?.hash ?? null,
   torrents: q('section.torrent').map((t) => ({
     id: t.dataset.infohash,
     state: t.dataset.state ?? '',
@@ -229,6 +232,12 @@ impl<'a> Page<'a> {
             .await
             .unwrap_or_else(|e| panic!("no Save button {css}: {e}"));
         button.click().await.expect("click Save");
+        self.wait_saved(id, index).await;
+    }
+
+    /// Waits until the page handed file `index` of torrent `id` to the browser
+    /// (`btTab.lastSaved`), however Save was pressed.
+    pub async fn wait_saved(&self, id: &str, index: u32) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let v = self

@@ -12,7 +12,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 use tests::browser::Browser;
 use tests::data::{first_difference, temp_dir, write_random_file};
-use tests::libtorrent::{create_torrent, Event, LtOptions, Torrent};
+use tests::libtorrent::{create_torrent, wait_listening, Event, LtOptions, Torrent};
 use tests::net::free_port;
 use tests::page::{Focus, Page, Serve};
 use tests::process::{Proc, Stream};
@@ -71,15 +71,7 @@ impl BoundPeer {
             cmd.args(["--block", &ip.to_string()]);
         }
         let proc = Proc::spawn(name, cmd);
-        let port = proc.wait_line(
-            Stream::Stdout,
-            Duration::from_secs(30),
-            "libtorrent to listen",
-            |l| match serde_json::from_str::<Event>(l) {
-                Ok(Event::Listening { port }) => Some(port),
-                _ => None,
-            },
-        );
+        let port = wait_listening(&proc);
         BoundPeer {
             proc,
             addr: SocketAddr::new(IpAddr::V4(bind), port),
@@ -423,7 +415,7 @@ async fn the_keyboard_alone_adds_a_magnet_pauses_resumes_saves_and_removes() {
         .await
         .expect("reset lastSaved");
     page.press_keys([enter]).await;
-    wait_saved(&page, &id).await;
+    page.wait_saved(&id, 0).await;
     page.assert_saved_equals(&swarm.content).await;
 
     // Back (Shift+Tab) to Remove, and press it: the torrent goes, the focus lands on the magnet
@@ -465,27 +457,4 @@ async fn the_keyboard_alone_adds_a_magnet_pauses_resumes_saves_and_removes() {
         "after Remove the focus is on {f:?}"
     );
     browser.close().await;
-}
-
-/// Waits until the page handed file 0 of `id` to the browser.
-async fn wait_saved(page: &Page<'_>, id: &str) {
-    let deadline = std::time::Instant::now() + DEADLINE;
-    loop {
-        let v = page
-            .client
-            .execute(
-                "const s = window.btTab.lastSaved; return s ? [s.id, s.file] : null;",
-                vec![],
-            )
-            .await
-            .expect("read lastSaved");
-        if v == serde_json::json!([id, 0]) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the keyboard's Save never reached the browser (lastSaved: {v})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

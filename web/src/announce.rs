@@ -25,11 +25,11 @@ pub struct Query<'a> {
     pub event: Option<AnnounceEvent>,
 }
 
-/// Why an announce failed; `bridge` is true when the bridge itself did not answer.
+/// Why an announce failed; `bridge` says, in words, why the bridge itself did not answer.
 #[derive(Debug, Clone)]
 pub struct Failure {
     pub error: TrackerError,
-    pub bridge: bool,
+    pub bridge: Option<String>,
 }
 
 /// The bridge's `/announce` path and query for `q`.
@@ -61,8 +61,8 @@ fn hex(bytes: &[u8]) -> String {
 /// Performs one announce through the bridge.
 pub async fn announce(path: String) -> Result<AnnounceResponse, Failure> {
     let bridge = |msg: String| Failure {
-        error: TrackerError::Io(format!("bridge unreachable: {msg}")),
-        bridge: true,
+        error: TrackerError::Io(msg.clone()),
+        bridge: Some(msg),
     };
     let resp = JsFuture::from(global().fetch_with_str(&path))
         .await
@@ -81,12 +81,21 @@ pub async fn announce(path: String) -> Result<AnnounceResponse, Failure> {
         )));
     };
     if !resp.ok() {
-        let msg = get(&json, "error")
-            .as_string()
-            .unwrap_or_else(|| format!("HTTP {status}"));
+        // The tracker's error as the bridge saw it; else the bridge's own refusal, in words.
+        let error = match (
+            get(&json, "kind").as_string(),
+            get(&json, "detail").as_string(),
+        ) {
+            (Some(kind), Some(detail)) => TrackerError::from_parts(&kind, detail),
+            _ => TrackerError::Io(
+                get(&json, "error")
+                    .as_string()
+                    .unwrap_or_else(|| format!("/announce answered HTTP {status}")),
+            ),
+        };
         return Err(Failure {
-            error: TrackerError::Io(msg),
-            bridge: false,
+            error,
+            bridge: None,
         });
     }
     Ok(parse(&json))

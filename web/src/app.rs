@@ -4,6 +4,7 @@
 //! callback borrows the app, does its work, and returns. Nothing here blocks.
 
 use crate::announce::{self, Failure};
+use crate::hasher;
 use crate::js::{self, global, now_ms, post, Obj};
 use crate::opfs::Opfs;
 use crate::session::{Session, Task};
@@ -117,7 +118,15 @@ pub async fn start() {
     post(
         Obj::new()
             .set("type", "ready")
-            .set("storage", if opfs.is_some() { "opfs" } else { "memory" }),
+            .set("storage", if opfs.is_some() { "opfs" } else { "memory" })
+            .set(
+                "hash",
+                if hasher::in_driver() {
+                    "subtle"
+                } else {
+                    "wasm"
+                },
+            ),
     );
     if let Some(opfs) = opfs {
         restore(&opfs).await;
@@ -301,6 +310,15 @@ impl App {
                         });
                     }
                 }
+                Task::Hash { piece, job, digest } => spawn_local(async move {
+                    let result = hasher::finish(digest).await;
+                    with(|app| {
+                        app.with_session(id, |s, _| match result {
+                            Ok(d) => s.engine.handle_piece_hash(piece, job, d),
+                            Err(e) => s.fail(format!("hashing failed: {e}")),
+                        })
+                    });
+                }),
                 Task::Announce { url, path } => spawn_local(async move {
                     let result = announce::announce(path).await;
                     with(|app| app.announced(id, &url, result));
@@ -463,15 +481,17 @@ impl App {
         let hex = s.hex.clone();
         let opfs = self.opfs.clone();
         spawn_local(async move {
-            if let Some(path) = stopped {
-                let _ = announce::announce(path).await;
-            }
+            // The files first: a tracker that is slow to answer must not leave them behind
+            // for a reload to bring the torrent back.
             if let Some(opfs) = opfs {
                 for ext in ["", ".torrent", ".magnet", ".info", ".paused"] {
                     if let Err(e) = opfs.remove(&format!("{hex}{ext}")).await {
                         report_error(Some(&hex), format!("cannot delete {hex}{ext}: {e}"));
                     }
                 }
+            }
+            if let Some(path) = stopped {
+                let _ = announce::announce(path).await;
             }
         });
         // The socket closures of a removed session must outlive this call: `s` drops here, after

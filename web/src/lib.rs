@@ -7,6 +7,7 @@
 
 mod announce;
 mod app;
+mod hasher;
 mod js;
 mod opfs;
 mod session;

@@ -2,11 +2,12 @@
 //! moves events between them.
 
 use crate::announce::{self, Failure, Query};
+use crate::hasher;
 use crate::js::{now_ms, Obj};
 use crate::snapshot::{eta_secs, piece_map, MAX_CELLS};
 use crate::socket::{close_reason, PeerSocket};
 use crate::store::Store;
-use js_sys::{Array, Uint8Array};
+use js_sys::{Array, Promise, Uint8Array};
 use protocol::engine::{Config, ConnId, Event, PeerSource, Torrent};
 use protocol::magnet::Magnet;
 use protocol::metainfo::Info;
@@ -34,9 +35,20 @@ pub enum Phase {
 
 /// Work a session hands to the app, which runs it asynchronously.
 pub enum Task {
-    OpenStorage { total: u64 },
+    OpenStorage {
+        total: u64,
+    },
+    /// A piece's SHA-1 under way in WebCrypto, for `Torrent::handle_piece_hash`.
+    Hash {
+        piece: u32,
+        job: u64,
+        digest: Promise,
+    },
     PersistInfo(Vec<u8>),
-    Announce { url: String, path: String },
+    Announce {
+        url: String,
+        path: String,
+    },
 }
 
 pub struct Session {
@@ -60,12 +72,15 @@ pub struct Session {
     last_close: Option<String>,
     /// Sockets closed by us, dropped on the next tick rather than inside their own callbacks.
     graveyard: Vec<PeerSocket>,
+    /// A piece read back for hashing; WebCrypto copies it, so one buffer serves every piece.
+    hash_buf: Vec<u8>,
 }
 
 pub fn engine_config() -> Config {
     // The bridge limits tunnels per client; stay below where it answers "busy".
     Config {
         max_peers: 40,
+        driver_hashes: hasher::in_driver(),
         ..Config::default()
     }
 }
@@ -105,6 +120,7 @@ impl Session {
             bridge_error: None,
             last_close: None,
             graveyard: Vec::new(),
+            hash_buf: Vec::new(),
         };
         if paused {
             s.engine.pause();
@@ -195,8 +211,7 @@ impl Session {
         };
         let why = close_reason(code);
         if code == 1006 && !sock.opened {
-            self.bridge_error =
-                Some("the bridge is unreachable (WebSocket to /peer failed)".into());
+            self.bridge_error = Some("a WebSocket to its /peer could not open".into());
         }
         self.last_close = Some(if reason.is_empty() {
             format!("{}: {why}", sock.addr)
@@ -221,8 +236,8 @@ impl Session {
                 Ok(resp)
             }
             Err(f) => {
-                if f.bridge {
-                    self.bridge_error = Some(format!("announce failed: {}", f.error));
+                if let Some(why) = &f.bridge {
+                    self.bridge_error = Some(format!("its /announce failed ({why})"));
                 }
                 self.tracker_error = Some(format!("{url}: {}", f.error));
                 Err(f.error)
@@ -335,6 +350,20 @@ impl Session {
                     }
                     Event::Complete => self.announcer.completed(),
                     Event::StorageFailed(e) => self.fail(format!("storage failed: {e}")),
+                    Event::HashPiece { piece, job } => {
+                        let started = self
+                            .engine
+                            .read_piece(piece, &mut self.hash_buf)
+                            .map_err(|e| format!("storage failed: {e}"))
+                            .and_then(|()| {
+                                hasher::start(&self.hash_buf)
+                                    .map_err(|e| format!("hashing failed: {e}"))
+                            });
+                        match started {
+                            Ok(digest) => tasks.push(Task::Hash { piece, job, digest }),
+                            Err(e) => self.fail(e),
+                        }
+                    }
                     Event::PieceVerified(_) | Event::PieceFailed(_) | Event::PeerBanned(_) => {}
                 }
             }
@@ -400,7 +429,9 @@ impl Session {
     /// What the page should say is wrong, if anything: the worst first.
     fn warning(&self, now: u64) -> Option<String> {
         if let Some(e) = &self.bridge_error {
-            return Some(format!("Bridge unreachable: {e}"));
+            return Some(format!(
+                "Bridge unreachable: {e}. Is the bridge still running?"
+            ));
         }
         if !self.network_on() || self.engine.is_complete() {
             return None;

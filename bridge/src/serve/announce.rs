@@ -57,10 +57,13 @@ pub async fn handler(
             tracing::debug!("announce to {url}: {} peers", resp.peers.len());
             with_cors((StatusCode::OK, Json(to_json(&resp))).into_response(), cors)
         }
-        Err(e @ TrackerError::BadUrl(_)) => error(StatusCode::BAD_REQUEST, &e.to_string(), cors),
         Err(e) => {
             tracing::debug!("announce to {url} failed: {e}");
-            error(StatusCode::BAD_GATEWAY, &e.to_string(), cors)
+            let status = match e {
+                TrackerError::BadUrl(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            tracker_error(status, &e, cors)
         }
     }
 }
@@ -75,6 +78,14 @@ fn to_json(r: &AnnounceResponse) -> serde_json::Value {
         "complete": r.complete,
         "incomplete": r.incomplete,
     })
+}
+
+/// The tracker's failure in words (`error`), and as `kind` and `detail` for the page to rebuild
+/// the same `TrackerError`.
+fn tracker_error(status: StatusCode, e: &TrackerError, cors: Option<String>) -> Response {
+    let (kind, detail) = e.to_parts();
+    let body = serde_json::json!({ "error": e.to_string(), "kind": kind, "detail": detail });
+    with_cors((status, Json(body)).into_response(), cors)
 }
 
 fn error(status: StatusCode, msg: &str, cors: Option<String>) -> Response {

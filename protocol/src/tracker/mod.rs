@@ -61,5 +61,30 @@ pub enum TrackerError {
     Io(String),
 }
 
+impl TrackerError {
+    /// The error as a kind and its detail, so that a driver can carry it across a boundary (the
+    /// bridge's `/announce` answers in JSON) and `from_parts` rebuilds the same error there.
+    pub fn to_parts(&self) -> (&'static str, String) {
+        match self {
+            TrackerError::Failure(d) => ("failure", d.clone()),
+            TrackerError::Malformed(d) => ("malformed", d.clone()),
+            TrackerError::Timeout => ("timeout", String::new()),
+            TrackerError::BadUrl(d) => ("bad_url", d.clone()),
+            TrackerError::Io(d) => ("io", d.clone()),
+        }
+    }
+
+    /// The inverse of `to_parts`; an unknown kind reads as a transport error.
+    pub fn from_parts(kind: &str, detail: String) -> TrackerError {
+        match kind {
+            "failure" => TrackerError::Failure(detail),
+            "malformed" => TrackerError::Malformed(detail),
+            "timeout" => TrackerError::Timeout,
+            "bad_url" => TrackerError::BadUrl(detail),
+            _ => TrackerError::Io(detail),
+        }
+    }
+}
+
 /// At most this many peers are taken from one response: a tracker's list is untrusted.
 pub const MAX_PEERS_PER_RESPONSE: usize = 1000;

@@ -3,7 +3,9 @@
 //! Seeds a torrent of random data (1 GiB by default) from python3-libtorrent on 127.0.0.1, found
 //! through opentracker, and downloads it in turns in the page of `bridge serve --allow-private`
 //! in headless Chromium (a fresh profile each run, so OPFS starts empty) and with
-//! `bridge download`, several runs each. It prints, for every run:
+//! `bridge download`, several runs each. The tab runs twice per round: as shipped, hashing pieces
+//! with WebCrypto (`tab`), and with `?hash=wasm`, hashing in wasm (`tab-wasm`). It prints, for
+//! every run:
 //!
 //! - the rate in MB/s (10^6 bytes per second). The tab's time runs from the file input's `change`
 //!   event to the moment the progress bar's `aria-valuenow` becomes 100, both taken in the page
@@ -162,14 +164,20 @@ async fn main() {
     );
 
     let mut tabs = Vec::new();
+    let mut wasm_tabs = Vec::new();
     let mut natives = Vec::new();
     for run in 1..=opts.runs {
-        eprintln!("run {run}: tab");
-        let r = measure_tab(&serve, torrent, digests.as_ref()).await;
-        if let Err(e) = &r {
-            eprintln!("run {run}: tab failed: {e}");
+        for (label, query, hasher, results) in [
+            ("tab", "", "subtle", &mut tabs),
+            ("tab-wasm", "?hash=wasm", "wasm", &mut wasm_tabs),
+        ] {
+            eprintln!("run {run}: {label}");
+            let r = measure_tab(&serve, query, hasher, torrent, digests.as_ref()).await;
+            if let Err(e) = &r {
+                eprintln!("run {run}: {label} failed: {e}");
+            }
+            results.push(r);
         }
-        tabs.push(r);
 
         eprintln!("run {run}: bridge download");
         let out = root.path().join(format!("out-{run}"));
@@ -186,7 +194,7 @@ async fn main() {
         let _ = fs::remove_dir_all(&out);
         natives.push(r);
     }
-    print_table(&tabs, &natives);
+    print_table(&tabs, &wasm_tabs, &natives);
     drop(serve);
     drop(swarm);
 }
@@ -203,11 +211,13 @@ fn chromium_version() -> String {
 
 async fn measure_tab(
     serve: &Serve,
+    query: &str,
+    hasher: &str,
     torrent: &Torrent,
     digests: Option<&(u64, Vec<String>)>,
 ) -> Result<Tab, String> {
     let browser = Browser::start().await;
-    let result = run_tab(&browser, serve, torrent, digests).await;
+    let result = run_tab(&browser, serve, query, hasher, torrent, digests).await;
     browser.close().await;
     result
 }
@@ -215,13 +225,21 @@ async fn measure_tab(
 async fn run_tab(
     browser: &Browser,
     serve: &Serve,
+    query: &str,
+    hasher: &str,
     torrent: &Torrent,
     digests: Option<&(u64, Vec<String>)>,
 ) -> Result<Tab, String> {
-    let page = Page::open(&browser.client, &serve.url).await;
-    let storage = page.state().await.storage;
-    if storage.as_deref() != Some("opfs") {
-        return Err(format!("the page stores in {storage:?}, not OPFS"));
+    let page = Page::open(&browser.client, &format!("{}{query}", serve.url)).await;
+    let state = page.state().await;
+    if state.storage.as_deref() != Some("opfs") {
+        return Err(format!("the page stores in {:?}, not OPFS", state.storage));
+    }
+    if state.hash.as_deref() != Some(hasher) {
+        return Err(format!(
+            "the page hashes with {:?}, not {hasher}",
+            state.hash
+        ));
     }
     page.client
         .execute(PROBE_JS, vec![])
@@ -297,10 +315,14 @@ fn measure_native(torrent: &Torrent, out: &Path) -> Result<Native, String> {
     })
 }
 
-fn print_table(tabs: &[Result<Tab, String>], natives: &[Result<Native, String>]) {
+fn print_table(
+    tabs: &[Result<Tab, String>],
+    wasm_tabs: &[Result<Tab, String>],
+    natives: &[Result<Native, String>],
+) {
     println!();
     println!(
-        "{:<7} {:>3} {:>7} {:>7} {:>9} {:>13} {:>13} {:>13} {:>13}",
+        "{:<8} {:>3} {:>7} {:>7} {:>9} {:>13} {:>13} {:>13} {:>13}",
         "client",
         "run",
         "secs",
@@ -311,30 +333,32 @@ fn print_table(tabs: &[Result<Tab, String>], natives: &[Result<Native, String>])
         "heartbeat ms",
         "frame gap ms"
     );
-    for (i, (tab, native)) in tabs.iter().zip(natives).enumerate() {
+    for (i, native) in natives.iter().enumerate() {
         let run = i + 1;
-        match tab {
-            Ok(t) => println!(
-                "{:<7} {:>3} {:>7.2} {:>7.1} {:>9.1} {:>13.1} {:>13.1} {:>13.0} {:>13.0}",
-                "tab",
-                run,
-                t.secs,
-                t.mb_per_s,
-                mib(t.idle_renderer),
-                mib(t.peak.renderer_anon),
-                mib(t.peak.total_anon),
-                t.max_late_ms,
-                t.max_frame_gap_ms
-            ),
-            Err(e) => println!(
-                "{:<7} {run:>3}  failed: {}",
-                "tab",
-                e.lines().next().unwrap_or_default()
-            ),
+        for (label, tab) in [("tab", &tabs[i]), ("tab-wasm", &wasm_tabs[i])] {
+            match tab {
+                Ok(t) => println!(
+                    "{:<8} {:>3} {:>7.2} {:>7.1} {:>9.1} {:>13.1} {:>13.1} {:>13.0} {:>13.0}",
+                    label,
+                    run,
+                    t.secs,
+                    t.mb_per_s,
+                    mib(t.idle_renderer),
+                    mib(t.peak.renderer_anon),
+                    mib(t.peak.total_anon),
+                    t.max_late_ms,
+                    t.max_frame_gap_ms
+                ),
+                Err(e) => println!(
+                    "{:<8} {run:>3}  failed: {}",
+                    label,
+                    e.lines().next().unwrap_or_default()
+                ),
+            }
         }
         match native {
             Ok(n) => println!(
-                "{:<7} {:>3} {:>7.2} {:>7.1} {:>9} {:>13} {:>13.1}",
+                "{:<8} {:>3} {:>7.2} {:>7.1} {:>9} {:>13} {:>13.1}",
                 "native",
                 run,
                 n.secs,
@@ -344,14 +368,12 @@ fn print_table(tabs: &[Result<Tab, String>], natives: &[Result<Native, String>])
                 mib(n.peak_rss_anon)
             ),
             Err(e) => println!(
-                "{:<7} {run:>3}  failed: {}",
+                "{:<8} {run:>3}  failed: {}",
                 "native",
                 e.lines().next().unwrap_or_default()
             ),
         }
     }
-    let ok_tabs: Vec<&Tab> = tabs.iter().filter_map(|r| r.as_ref().ok()).collect();
-    let ok_natives: Vec<&Native> = natives.iter().filter_map(|r| r.as_ref().ok()).collect();
     println!();
     println!(
         "(idle MiB: RssAnon of Chromium's renderer processes with the page loaded, before the \
@@ -360,33 +382,28 @@ fn print_table(tabs: &[Result<Tab, String>], natives: &[Result<Native, String>])
          heartbeat ms: largest lateness of a 50 ms setInterval on the page; frame gap ms: \
          largest gap between animation frames)"
     );
-    if ok_tabs.is_empty() || ok_natives.is_empty() {
-        println!(
-            "median: not enough successful runs (tab {}, native {})",
-            ok_tabs.len(),
-            ok_natives.len()
-        );
+    let ok_natives: Vec<&Native> = natives.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let wasm_rate = summarize("tab-wasm", wasm_tabs);
+    let tab_rate = summarize("tab", tabs);
+    if ok_natives.is_empty() {
+        println!("median native: no successful run");
         return;
     }
-    let tab_rate = median(ok_tabs.iter().map(|t| t.mb_per_s).collect());
     let native_rate = median(ok_natives.iter().map(|n| n.mb_per_s).collect());
-    let renderer = median(ok_tabs.iter().map(|t| mib(t.peak.renderer_anon)).collect());
-    let chromium = median(ok_tabs.iter().map(|t| mib(t.peak.total_anon)).collect());
-    let late = ok_tabs.iter().map(|t| t.max_late_ms).fold(0.0, f64::max);
-    let gap = ok_tabs
-        .iter()
-        .map(|t| t.max_frame_gap_ms)
-        .fold(0.0, f64::max);
     let native_mem = median(ok_natives.iter().map(|n| mib(n.peak_rss_anon)).collect());
-    println!(
-        "median tab: {tab_rate:.1} MB/s over {} runs, peak renderer {renderer:.1} MiB, all Chromium {chromium:.1} MiB; \
-         worst heartbeat lateness {late:.0} ms, worst frame gap {gap:.0} ms",
-        ok_tabs.len()
-    );
     println!(
         "median native: {native_rate:.1} MB/s over {} runs, peak RssAnon {native_mem:.1} MiB",
         ok_natives.len()
     );
+    if let (Some(tab), Some(wasm)) = (tab_rate, wasm_rate) {
+        println!(
+            "WebCrypto / wasm hashing: {:.0} % of the wasm-hashing tab's rate",
+            tab / wasm * 100.0
+        );
+    }
+    let Some(tab_rate) = tab_rate else {
+        return;
+    };
     let ratio = tab_rate / native_rate;
     println!(
         "tab / native: {:.0} % (target: at least 50 % and at least 120 MB/s: {})",
@@ -397,4 +414,24 @@ fn print_table(tabs: &[Result<Tab, String>], natives: &[Result<Native, String>])
             "not met"
         }
     );
+}
+
+/// Prints the medians of one kind of tab run; returns its median rate.
+fn summarize(label: &str, tabs: &[Result<Tab, String>]) -> Option<f64> {
+    let ok: Vec<&Tab> = tabs.iter().filter_map(|r| r.as_ref().ok()).collect();
+    if ok.is_empty() {
+        println!("median {label}: no successful run");
+        return None;
+    }
+    let rate = median(ok.iter().map(|t| t.mb_per_s).collect());
+    let renderer = median(ok.iter().map(|t| mib(t.peak.renderer_anon)).collect());
+    let chromium = median(ok.iter().map(|t| mib(t.peak.total_anon)).collect());
+    let late = ok.iter().map(|t| t.max_late_ms).fold(0.0, f64::max);
+    let gap = ok.iter().map(|t| t.max_frame_gap_ms).fold(0.0, f64::max);
+    println!(
+        "median {label}: {rate:.1} MB/s over {} runs, peak renderer {renderer:.1} MiB, all Chromium {chromium:.1} MiB; \
+         worst heartbeat lateness {late:.0} ms, worst frame gap {gap:.0} ms",
+        ok.len()
+    );
+    Some(rate)
 }
