@@ -13,6 +13,10 @@ use web_sys::{BinaryType, CloseEvent, Event, MessageEvent, WebSocket};
 
 /// We hand the browser more bytes only while fewer than this wait in `bufferedAmount`.
 const MAX_BUFFERED: u64 = 1 << 20;
+/// The largest WebSocket message we send: the bridge refuses messages over 1 MiB, and the
+/// engine's output for one peer can be a little more than that (its 1 MiB upload window plus a
+/// block).
+const MAX_SEND: usize = 256 * 1024;
 
 pub struct PeerSocket {
     ws: WebSocket,
@@ -20,6 +24,8 @@ pub struct PeerSocket {
     pub opened: bool,
     /// Bytes from the engine not yet given to the browser (over `MAX_BUFFERED`, or not open yet).
     backlog: VecDeque<Vec<u8>>,
+    /// Bytes of the backlog's front already sent.
+    front_sent: usize,
     /// Bytes given to `send` and not yet reported to the engine as sent.
     in_flight: u64,
     _onopen: Closure<dyn FnMut(Event)>,
@@ -64,6 +70,7 @@ impl PeerSocket {
             addr,
             opened: false,
             backlog: VecDeque::new(),
+            front_sent: 0,
             in_flight: 0,
             _onopen: onopen,
             _onmessage: onmessage,
@@ -87,11 +94,20 @@ impl PeerSocket {
             if self.buffered() >= MAX_BUFFERED {
                 break;
             }
-            if self.ws.send_with_u8_array(front).is_err() {
+            let end = front.len().min(self.front_sent + MAX_SEND);
+            if self
+                .ws
+                .send_with_u8_array(&front[self.front_sent..end])
+                .is_err()
+            {
                 break;
             }
-            self.in_flight += front.len() as u64;
-            self.backlog.pop_front();
+            self.in_flight += (end - self.front_sent) as u64;
+            self.front_sent = end;
+            if end == front.len() {
+                self.backlog.pop_front();
+                self.front_sent = 0;
+            }
         }
     }
 

@@ -253,7 +253,12 @@ async fn page_to_peer(
                 )
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return End::PageGone,
+            Some(Err(e)) => {
+                // Most often a message over MAX_MESSAGE; the page is told nothing more.
+                tracing::warn!("tunnel: bad WebSocket data from the page: {e}");
+                return End::PageGone;
+            }
+            Some(Ok(Message::Close(_))) | None => return End::PageGone,
         }
     }
 }
