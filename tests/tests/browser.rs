@@ -181,6 +181,17 @@ async fn click(browser: &Browser, id: &str, button: &str) {
 
 #[tokio::test]
 async fn a_reload_in_the_middle_resumes_and_completes() {
+    reload_case("").await;
+}
+
+#[tokio::test]
+async fn with_hashing_in_wasm_a_reload_resumes_and_completes() {
+    reload_case("?hash=wasm").await;
+}
+
+/// The check after the reload hashes what OPFS holds: with WebCrypto, or in wasm with
+/// `?hash=wasm` in `query`.
+async fn reload_case(query: &str) {
     let size = 32 * MIB;
     // About 8 s at 4 MB/s: time to reload part-way.
     let swarm = Swarm::single_file("br-reload", "reload.bin", size)
@@ -188,7 +199,7 @@ async fn a_reload_in_the_middle_resumes_and_completes() {
         .start();
     let serve = Serve::start(true);
     let browser = Browser::start().await;
-    let page = Page::open(&browser.client, &serve.url).await;
+    let page = Page::open(&browser.client, &format!("{}{query}", serve.url)).await;
     page.add_torrent_file(&swarm.torrent.path).await;
     let id = swarm.torrent.info_hash.to_hex();
     let before = page.wait_progress(&id, 25, DEADLINE).await;

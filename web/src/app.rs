@@ -7,7 +7,7 @@ use crate::announce::{self, Failure};
 use crate::hasher;
 use crate::js::{self, global, now_ms, post, Obj};
 use crate::opfs::Opfs;
-use crate::session::{Session, Task};
+use crate::session::{Phase, Session, Task};
 use crate::snapshot::download_name;
 use crate::store::{self, Store};
 use js_sys::{Array, Uint8Array};
@@ -132,6 +132,45 @@ pub async fn start() {
         restore(&opfs).await;
     }
     with(|app| app.tick());
+}
+
+/// Checks what a resumed torrent's file already holds, hashing each piece with WebCrypto (the
+/// wasm path is `Session::check`), then tells the session which pieces matched.
+async fn check_pieces(id: InfoHash) {
+    let hashes = with(|app| {
+        app.find(id)
+            .and_then(|s| s.engine.info().map(|i| i.piece_hashes.clone()))
+    })
+    .flatten();
+    let Some(hashes) = hashes else { return };
+    let mut buf = Vec::new();
+    let mut have = Vec::with_capacity(hashes.len());
+    for (i, want) in hashes.iter().enumerate() {
+        let started = with(|app| {
+            let s = app.find(id)?;
+            Some(
+                s.engine
+                    .read_piece(i as u32, &mut buf)
+                    .map_err(|e| format!("cannot read the downloaded data: {e}"))
+                    .and_then(|()| hasher::start(&buf)),
+            )
+        })
+        .flatten();
+        let digest = match started {
+            // Removed meanwhile.
+            None => return,
+            Some(Ok(promise)) => hasher::finish(promise).await,
+            Some(Err(e)) => Err(e),
+        };
+        match digest {
+            Ok(d) => have.push(d == *want),
+            Err(e) => {
+                with(|app| app.with_session(id, |s, _| s.fail(e)));
+                return;
+            }
+        }
+    }
+    with(|app| app.with_session(id, |s, _| s.checked(&have)));
 }
 
 /// Finds the torrents saved in OPFS and adds them again.
@@ -329,7 +368,12 @@ impl App {
 
     fn storage_opened(&mut self, id: InfoHash, result: Result<Store, String>) {
         match (self.find(id), result) {
-            (Some(s), Ok(store)) => s.attach(store),
+            (Some(s), Ok(store)) => {
+                s.attach(store);
+                if s.phase == Phase::Checking && hasher::in_driver() {
+                    spawn_local(check_pieces(id));
+                }
+            }
             (Some(s), Err(e)) => s.fail(e),
             // Removed while its file was opening: let go of the file and delete it.
             (None, Ok(store)) => {
