@@ -204,6 +204,11 @@ async fn a_bridge_that_went_away_is_named_on_the_torrent() {
         })
         .await;
     eprintln!("shown: {shown:?}");
+    assert_eq!(
+        shown.to_lowercase().matches("unreachable").count(),
+        1,
+        "said once, in plain words: {shown:?}"
+    );
     browser.close().await;
 }
 
@@ -246,8 +251,12 @@ async fn torrents_whose_peers_and_tracker_are_dead_say_no_peers_and_why() {
         "the message should name the peer that failed: {m1:?}"
     );
     assert!(
-        m2.contains("tracker") && m2.contains("not authorized"),
+        m2.contains("tracker refused") && m2.contains("not authorized"),
         "the message should say the tracker refused, and why: {m2:?}"
+    );
+    assert!(
+        !m2.contains("unreachable"),
+        "the tracker answered, it is not unreachable: {m2:?}"
     );
     for m in [&m1, &m2] {
         assert!(

@@ -227,7 +227,7 @@ impl Session {
         };
         let why = close_reason(code);
         if code == 1006 && !sock.opened {
-            self.bridge_error = Some("a WebSocket to its /peer could not open".into());
+            self.bridge_error = Some("a WebSocket to /peer could not open".into());
         }
         self.last_close = Some(if reason.is_empty() {
             format!("{}: {why}", sock.addr)
@@ -253,7 +253,7 @@ impl Session {
             }
             Err(f) => {
                 if let Some(why) = &f.bridge {
-                    self.bridge_error = Some(format!("its /announce failed ({why})"));
+                    self.bridge_error = Some(format!("/announce failed ({why})"));
                 }
                 self.tracker_error = Some(format!("{url}: {}", f.error));
                 Err(f.error)
