@@ -226,8 +226,14 @@ impl Session {
             return;
         };
         let why = close_reason(code);
-        if code == 1006 && !sock.opened {
-            self.bridge_error = Some("a WebSocket to /peer could not open".into());
+        // The bridge ends every tunnel with a close frame and a code of its own; 1006 (none)
+        // means the bridge itself is gone, or never answered.
+        if code == 1006 {
+            self.bridge_error = Some(if sock.opened {
+                "a tunnel dropped without a close frame".into()
+            } else {
+                "a WebSocket to /peer could not open".into()
+            });
         }
         self.last_close = Some(if reason.is_empty() {
             format!("{}: {why}", sock.addr)
