@@ -52,6 +52,17 @@ pub async fn handler(method: Method, uri: Uri) -> Response {
                     header::X_CONTENT_TYPE_OPTIONS,
                     HeaderValue::from_static("nosniff"),
                 ),
+                // Cross-origin isolation, for SharedArrayBuffer: the engine's Worker then gives
+                // the peer sockets a Worker of their own that reads them into shared memory
+                // (web/src/relay.rs). The page loads nothing from other origins.
+                (
+                    header::HeaderName::from_static("cross-origin-opener-policy"),
+                    HeaderValue::from_static("same-origin"),
+                ),
+                (
+                    header::HeaderName::from_static("cross-origin-embedder-policy"),
+                    HeaderValue::from_static("require-corp"),
+                ),
             ],
             bytes,
         )
