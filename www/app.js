@@ -80,14 +80,19 @@ function showAlert(message) {
 
 // ---- the worker --------------------------------------------------------------------------
 
-// `?hash=wasm` keeps piece hashing in wasm instead of WebCrypto, for the benchmark's comparison.
-const hashChoice = new URLSearchParams(location.search).get('hash');
+// For the benchmark's comparisons: `?hash=wasm` keeps piece hashing in wasm instead of WebCrypto,
+// `?sockets=direct` keeps the WebSockets in the engine's Worker instead of a Worker of their own.
+const pageQuery = new URLSearchParams(location.search);
+const workerQuery = new URLSearchParams();
+for (const key of ['hash', 'sockets']) {
+  if (pageQuery.has(key)) workerQuery.set(key, pageQuery.get(key));
+}
 const worker = new Worker(
-  hashChoice ? `/worker.js?hash=${encodeURIComponent(hashChoice)}` : '/worker.js',
+  workerQuery.size ? `/worker.js?${workerQuery}` : '/worker.js',
   { type: 'module' },
 );
 // For tests and the console: the last file handed to the browser, and the Worker's choices.
-window.btTab = { worker, lastSaved: null, storage: null, hash: null };
+window.btTab = { worker, lastSaved: null, storage: null, hash: null, sockets: null };
 
 worker.addEventListener('error', (e) => {
   showAlert(`The engine could not start: ${e.message || 'its script failed to load (is the bridge running?)'}`);
@@ -99,6 +104,7 @@ worker.addEventListener('message', (e) => {
     case 'ready':
       window.btTab.storage = msg.storage;
       window.btTab.hash = msg.hash;
+      window.btTab.sockets = msg.sockets;
       if (msg.storage !== 'opfs') {
         showAlert('This browser has no Origin Private File System: downloads stay in memory and are lost on reload.');
       }

@@ -91,6 +91,7 @@ pub async fn start() {
         );
     }));
     let opfs = Opfs::open().await;
+    let relayed = crate::relay::start();
     let location = global().location();
     let scheme = if location.protocol() == "https:" {
         "wss"
@@ -126,7 +127,8 @@ pub async fn start() {
                 } else {
                     "wasm"
                 },
-            ),
+            )
+            .set("sockets", if relayed { "worker" } else { "direct" }),
     );
     if let Some(opfs) = opfs {
         restore(&opfs).await;
@@ -264,6 +266,16 @@ pub fn on_peer_data(id: InfoHash, conn: ConnId, data: &Uint8Array) {
         app.with_session(id, |s, _| s.on_data(conn, &scratch, now_ms()));
         app.scratch = scratch;
     });
+}
+
+/// Bytes of a connection from the sockets' Worker, already copied out of its ring.
+pub fn on_peer_bytes(id: InfoHash, conn: ConnId, data: &[u8]) {
+    with(|app| app.with_session(id, |s, _| s.on_data(conn, data, now_ms())));
+}
+
+/// The sockets' Worker saw `n` more bytes of a connection go out.
+pub fn on_peer_sent(id: InfoHash, conn: ConnId, n: u64) {
+    with(|app| app.with_session(id, |s, _| s.on_sent(conn, n)));
 }
 
 pub fn on_peer_closed(id: InfoHash, conn: ConnId, code: u16, reason: String) {

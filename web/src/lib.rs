@@ -10,6 +10,7 @@ mod app;
 mod hasher;
 mod js;
 mod opfs;
+mod relay;
 mod session;
 mod snapshot;
 mod socket;

@@ -221,6 +221,12 @@ impl Session {
         }
     }
 
+    pub fn on_sent(&mut self, conn: ConnId, n: u64) {
+        if let Some(s) = self.conns.get_mut(&conn) {
+            s.on_sent(n);
+        }
+    }
+
     pub fn on_closed(&mut self, conn: ConnId, code: u16, reason: &str, now: u64) {
         let Some(sock) = self.conns.remove(&conn) else {
             return;

@@ -1,7 +1,7 @@
 //! One WebSocket to the bridge per peer connection: the bridge turns it into one TCP connection
 //! and carries the byte stream in binary frames.
 
-use crate::app;
+use crate::{app, relay};
 use js_sys::{ArrayBuffer, Uint8Array};
 use protocol::engine::ConnId;
 use protocol::InfoHash;
@@ -19,7 +19,7 @@ const MAX_BUFFERED: u64 = 1 << 20;
 const MAX_SEND: usize = 256 * 1024;
 
 pub struct PeerSocket {
-    ws: WebSocket,
+    link: Link,
     pub addr: SocketAddr,
     pub opened: bool,
     /// Bytes from the engine not yet given to the browser (over `MAX_BUFFERED`, or not open yet).
@@ -28,9 +28,21 @@ pub struct PeerSocket {
     front_sent: usize,
     /// Bytes given to `send` and not yet reported to the engine as sent.
     in_flight: u64,
-    _onopen: Closure<dyn FnMut(Event)>,
-    _onmessage: Closure<dyn FnMut(MessageEvent)>,
-    _onclose: Closure<dyn FnMut(CloseEvent)>,
+    /// Through the sockets' Worker: bytes it saw leave `bufferedAmount`, not yet in `drained`.
+    acked: u64,
+}
+
+/// Who owns the WebSocket.
+enum Link {
+    /// This Worker, with our handlers on it.
+    Direct {
+        ws: WebSocket,
+        _onopen: Closure<dyn FnMut(Event)>,
+        _onmessage: Closure<dyn FnMut(MessageEvent)>,
+        _onclose: Closure<dyn FnMut(CloseEvent)>,
+    },
+    /// The sockets' Worker (`relay.rs`), by slot.
+    Relay(u32),
 }
 
 /// `ws://host/peer?addr=..` for the page's own bridge.
@@ -50,31 +62,20 @@ impl PeerSocket {
         conn: ConnId,
         addr: SocketAddr,
     ) -> Result<Self, String> {
-        let ws = WebSocket::new(&peer_url(ws_base, addr)).map_err(|e| crate::js::err_text(&e))?;
-        ws.set_binary_type(BinaryType::Arraybuffer);
-        let onopen = Closure::<dyn FnMut(Event)>::new(move |_| app::on_peer_open(id, conn));
-        let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
-            if let Ok(buf) = e.data().dyn_into::<ArrayBuffer>() {
-                app::on_peer_data(id, conn, &Uint8Array::new(&buf));
-            }
-        });
-        // `error` is always followed by `close`, so `close` alone reports the end.
-        let onclose = Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| {
-            app::on_peer_closed(id, conn, e.code(), e.reason());
-        });
-        ws.set_onopen(Some(onopen.as_ref().unchecked_ref()));
-        ws.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
-        ws.set_onclose(Some(onclose.as_ref().unchecked_ref()));
+        let url = peer_url(ws_base, addr);
+        let link = if relay::active() {
+            Link::Relay(relay::open(id, conn, &url))
+        } else {
+            direct(&url, id, conn)?
+        };
         Ok(PeerSocket {
-            ws,
+            link,
             addr,
             opened: false,
             backlog: VecDeque::new(),
             front_sent: 0,
             in_flight: 0,
-            _onopen: onopen,
-            _onmessage: onmessage,
-            _onclose: onclose,
+            acked: 0,
         })
     }
 
@@ -95,12 +96,14 @@ impl PeerSocket {
                 break;
             }
             let end = front.len().min(self.front_sent + MAX_SEND);
-            if self
-                .ws
-                .send_with_u8_array(&front[self.front_sent..end])
-                .is_err()
-            {
-                break;
+            let chunk = &front[self.front_sent..end];
+            match &self.link {
+                Link::Direct { ws, .. } => {
+                    if ws.send_with_u8_array(chunk).is_err() {
+                        break;
+                    }
+                }
+                Link::Relay(slot) => relay::send(*slot, chunk),
             }
             self.in_flight += (end - self.front_sent) as u64;
             self.front_sent = end;
@@ -111,14 +114,26 @@ impl PeerSocket {
         }
     }
 
+    /// Bytes handed to the browser that it has not put on the wire yet.
     fn buffered(&self) -> u64 {
-        u64::from(self.ws.buffered_amount())
+        match &self.link {
+            Link::Direct { ws, .. } => u64::from(ws.buffered_amount()),
+            Link::Relay(_) => self.in_flight.saturating_sub(self.acked),
+        }
+    }
+
+    /// The sockets' Worker saw `n` more bytes leave `bufferedAmount`.
+    pub fn on_sent(&mut self, n: u64) {
+        self.acked += n;
     }
 
     /// Bytes that left `bufferedAmount` since the last call: they are on the wire.
     pub fn drained(&mut self) -> usize {
         let gone = self.in_flight.saturating_sub(self.buffered());
         self.in_flight -= gone;
+        if let Link::Relay(_) = self.link {
+            self.acked = 0;
+        }
         gone as usize
     }
 
@@ -129,11 +144,41 @@ impl PeerSocket {
 
     /// Closes without reporting back: the engine already forgot this connection.
     pub fn close(&self) {
-        self.ws.set_onopen(None);
-        self.ws.set_onmessage(None);
-        self.ws.set_onclose(None);
-        let _ = self.ws.close_with_code(1000);
+        match &self.link {
+            Link::Direct { ws, .. } => {
+                ws.set_onopen(None);
+                ws.set_onmessage(None);
+                ws.set_onclose(None);
+                let _ = ws.close_with_code(1000);
+            }
+            Link::Relay(slot) => relay::close(*slot),
+        }
     }
+}
+
+/// A WebSocket of this Worker's own, its events going to `app`.
+fn direct(url: &str, id: InfoHash, conn: ConnId) -> Result<Link, String> {
+    let ws = WebSocket::new(url).map_err(|e| crate::js::err_text(&e))?;
+    ws.set_binary_type(BinaryType::Arraybuffer);
+    let onopen = Closure::<dyn FnMut(Event)>::new(move |_| app::on_peer_open(id, conn));
+    let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+        if let Ok(buf) = e.data().dyn_into::<ArrayBuffer>() {
+            app::on_peer_data(id, conn, &Uint8Array::new(&buf));
+        }
+    });
+    // `error` is always followed by `close`, so `close` alone reports the end.
+    let onclose = Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| {
+        app::on_peer_closed(id, conn, e.code(), e.reason());
+    });
+    ws.set_onopen(Some(onopen.as_ref().unchecked_ref()));
+    ws.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
+    ws.set_onclose(Some(onclose.as_ref().unchecked_ref()));
+    Ok(Link::Direct {
+        ws,
+        _onopen: onopen,
+        _onmessage: onmessage,
+        _onclose: onclose,
+    })
 }
 
 /// Words for the bridge's close codes.
