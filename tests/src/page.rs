@@ -107,6 +107,9 @@ pub struct PageState {
     pub storage: Option<String>,
     /// Who hashes pieces: "subtle" (WebCrypto) or "wasm".
     pub hash: Option<String>,
+    /// Who owns the peer WebSockets: "worker" (a Worker of their own, reading into shared
+    /// memory) or "direct" (the engine's Worker).
+    pub sockets: Option<String>,
     pub torrents: Vec<TorrentView>,
     pub alerts: Vec<String>,
 }
@@ -122,6 +125,7 @@ const q = (s, r = document) => Array.from(r.querySelectorAll(s));
 return {
   storage: window.btTab?.storage ?? null,
   hash: window.btTab?.hash ?? null,
+  sockets: window.btTab?.sockets ?? null,
   torrents: q('section.torrent').map((t) => ({
     id: t.dataset.infohash,
     state: t.dataset.state ?? '',

@@ -23,16 +23,23 @@ const DEADLINE: Duration = Duration::from_secs(120);
 
 #[tokio::test]
 async fn torrent_file_through_the_file_input_downloads_and_saves_the_same_bytes() {
-    file_input_download("", "subtle").await;
+    file_input_download("", "subtle", "worker").await;
 }
 
 #[tokio::test]
 async fn with_hashing_in_wasm_the_same_download_saves_the_same_bytes() {
-    file_input_download("?hash=wasm", "wasm").await;
+    file_input_download("?hash=wasm", "wasm", "worker").await;
 }
 
-/// `query` is added to the page's address; `hasher` is who must hash the pieces.
-async fn file_input_download(query: &str, hasher: &str) {
+/// The fallback of pages without cross-origin isolation: the engine's Worker owns the sockets.
+#[tokio::test]
+async fn with_sockets_in_the_engine_worker_the_same_download_saves_the_same_bytes() {
+    file_input_download("?sockets=direct", "subtle", "direct").await;
+}
+
+/// `query` is added to the page's address; `hasher` is who must hash the pieces, `sockets` who
+/// must own the peer WebSockets.
+async fn file_input_download(query: &str, hasher: &str, sockets: &str) {
     // Not a multiple of any piece length: the last piece is short.
     let swarm = Swarm::single_file("br-file", "random.bin", 24 * MIB + 777).start();
     let serve = Serve::start(true);
@@ -45,6 +52,7 @@ async fn file_input_download(query: &str, hasher: &str) {
         "the page must store downloads in the Origin Private File System"
     );
     assert_eq!(state.hash.as_deref(), Some(hasher));
+    assert_eq!(state.sockets.as_deref(), Some(sockets));
 
     page.add_torrent_file(&swarm.torrent.path).await;
     let id = swarm.torrent.info_hash.to_hex();

@@ -246,6 +246,10 @@ async fn run_tab(
             state.hash
         ));
     }
+    println!(
+        "  sockets: {}",
+        state.sockets.as_deref().unwrap_or("unknown")
+    );
     page.client
         .execute(PROBE_JS, vec![])
         .await
