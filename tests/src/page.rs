@@ -163,12 +163,23 @@ impl<'a> Page<'a> {
     }
 
     pub async fn state(&self) -> PageState {
+        self.eval(STATE_JS, vec![], "the page state").await
+    }
+
+    /// Runs `script` in the page and reads its result as a `T`; panics naming `what` if either
+    /// fails.
+    async fn eval<T: serde::de::DeserializeOwned>(
+        &self,
+        script: &str,
+        args: Vec<Value>,
+        what: &str,
+    ) -> T {
         let v = self
             .client
-            .execute(STATE_JS, vec![])
+            .execute(script, args)
             .await
-            .unwrap_or_else(|e| panic!("cannot read the page: {e}"));
-        serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("page state {v}: {e}"))
+            .unwrap_or_else(|e| panic!("cannot read {what}: {e}"));
+        serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{what} {v}: {e}"))
     }
 
     /// Polls the page every 100 ms until `f` returns `Some`. Panics at the deadline with what
@@ -438,12 +449,12 @@ impl Page<'_> {
     /// The visible text of each element matching `selector` that is on screen (hidden ones and
     /// empty ones left out): what a user reads there.
     pub async fn visible_texts(&self, selector: &str) -> Vec<String> {
-        let v = self
-            .client
-            .execute(VISIBLE_TEXT_JS, vec![json!(selector)])
-            .await
-            .unwrap_or_else(|e| panic!("cannot read the text of {selector}: {e}"));
-        serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("texts {v}: {e}"))
+        self.eval(
+            VISIBLE_TEXT_JS,
+            vec![json!(selector)],
+            &format!("the text of {selector}"),
+        )
+        .await
     }
 
     /// The message shown on torrent `id`'s card, if one is on screen.
@@ -489,22 +500,17 @@ impl Page<'_> {
             .iter()
             .map(|(name, bytes)| json!({ "name": name, "bytes": bytes }))
             .collect();
-        let v = self
-            .client
-            .execute(DROP_JS, vec![json!(files), json!(selector)])
-            .await
-            .unwrap_or_else(|e| panic!("cannot drop files on {selector}: {e}"));
-        serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("drop outcome {v}: {e}"))
+        self.eval(
+            DROP_JS,
+            vec![json!(files), json!(selector)],
+            &format!("the outcome of dropping files on {selector}"),
+        )
+        .await
     }
 
     /// What has the keyboard focus.
     pub async fn focus(&self) -> Focus {
-        let v = self
-            .client
-            .execute(FOCUS_JS, vec![])
-            .await
-            .unwrap_or_else(|e| panic!("cannot read the focus: {e}"));
-        serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("focus {v}: {e}"))
+        self.eval(FOCUS_JS, vec![], "the focus").await
     }
 
     /// Presses and releases each key of `keys` in turn on the keyboard (WebDriver actions: the

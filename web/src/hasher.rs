@@ -6,7 +6,7 @@
 //! asks us to hash each finished piece (`Config::driver_hashes`). `?hash=wasm` in the page's
 //! address keeps the hashing in wasm, for comparison, as does a browser without `crypto.subtle`.
 
-use crate::js::{err_text, global};
+use crate::js::{err_text, global, query_has};
 use js_sys::{ArrayBuffer, Promise, Uint8Array};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -24,12 +24,7 @@ pub fn in_driver() -> bool {
 
 /// WebCrypto, unless the page asked for wasm hashing or the browser has none.
 fn choose() -> Option<SubtleCrypto> {
-    let query = global().location().search();
-    if query
-        .trim_start_matches('?')
-        .split('&')
-        .any(|kv| kv == "hash=wasm")
-    {
+    if query_has("hash=wasm") {
         return None;
     }
     global().crypto().ok().map(|c| c.subtle())

@@ -15,6 +15,16 @@ pub fn now_ms() -> u64 {
     global().performance().map_or(0.0, |p| p.now()).max(0.0) as u64
 }
 
+/// Whether the Worker's address (the page passes its choices on) holds `key=value`.
+pub fn query_has(key_value: &str) -> bool {
+    global()
+        .location()
+        .search()
+        .trim_start_matches('?')
+        .split('&')
+        .any(|kv| kv == key_value)
+}
+
 /// A random `u64` for engine seeds and peer ids.
 pub fn random_u64() -> u64 {
     let hi = (js_sys::Math::random() * 4_294_967_296.0) as u64;

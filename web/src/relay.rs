@@ -71,12 +71,7 @@ struct Slot {
 /// `?sockets=direct`. Returns whether sockets go through it.
 pub fn start() -> bool {
     let isolated = js::get(&global(), "crossOriginIsolated").is_truthy();
-    let direct = global()
-        .location()
-        .search()
-        .trim_start_matches('?')
-        .split('&')
-        .any(|kv| kv == "sockets=direct");
+    let direct = js::query_has("sockets=direct");
     if !isolated || direct {
         return false;
     }
