@@ -2,7 +2,7 @@
 
 use crate::js::err_text;
 use crate::opfs::{copy_to_blob, named, slice_of, Opfs, OpfsStorage};
-use crate::write_behind::{WriteBehind, WRITE_BEHIND};
+use crate::write_behind::{WriteBehind, SPAN, SPANS};
 use js_sys::{Array, Uint8Array};
 use protocol::storage::{MemoryStorage, Storage, StorageError};
 use std::cell::RefCell;
@@ -73,7 +73,7 @@ pub async fn open(opfs: Option<Opfs>, hex: &str, total: u64) -> Result<Store, St
             ));
         }
     }
-    let writes = WriteBehind::new(OpfsStorage::new(sync.clone()), WRITE_BEHIND);
+    let writes = WriteBehind::new(OpfsStorage::new(sync.clone()), SPAN, SPANS);
     Ok(Store::Opfs {
         file,
         sync,
