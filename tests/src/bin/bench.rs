@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use tests::bench::{median, mib, verify, wait_sampling, BenchSwarm};
+use tests::bench::{median, mib, settle_memory, verify, wait_sampling, BenchSwarm};
 use tests::bridge::{bridge_bin, parse_complete, Download};
 use tests::libtorrent::{LtOptions, Torrent};
 use tests::net::free_port;
@@ -147,6 +147,7 @@ fn print_setup(opts: &Options, torrent: &Torrent) {
 }
 
 fn measure(client: &str, torrent: &Torrent, out: &Path) -> Result<Measured, String> {
+    settle_memory();
     let started = Instant::now();
     let mut proc = match client {
         "bridge" => Download::torrent(&torrent.path, out)
