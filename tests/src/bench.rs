@@ -57,21 +57,21 @@ pub fn wait_sampling(proc: &mut Proc, started: Instant) -> Result<Sampled, Strin
 const REPORTED_KIB: &str = "/sys/module/page_reporting/parameters/reported_kib";
 
 /// Waits until the kernel has handed the memory freed by the previous run back to the host (its
-/// reported total unchanged for 2 s; at most 60 s), and returns the KiB it handed back meanwhile.
+/// reported total unchanged for 2 s; at most 60 s).
 ///
 /// Why: in these VMs a page first touched after being reported costs a fault in the host. Writing
 /// 1 GiB into fresh page cache then takes ~1.2 s of system time instead of ~0.2 s. Whether a run
 /// gets reported pages or recently freed ones depends on how long ago the previous run deleted
 /// its copy, which gave the second of two back-to-back runs a 15 % head start. Starting every
 /// run from the same settled state makes the clients comparable. Elsewhere this returns at once.
-pub fn settle_memory() -> u64 {
+pub fn settle_memory() {
     let read = || {
         std::fs::read_to_string(REPORTED_KIB)
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
     };
     let Some(first) = read() else {
-        return 0;
+        return;
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     let (mut last, mut since) = (first, Instant::now());
@@ -82,7 +82,6 @@ pub fn settle_memory() -> u64 {
             (last, since) = (now, Instant::now());
         }
     }
-    last.saturating_sub(first)
 }
 
 /// A file of random data seeded by python3-libtorrent on 127.0.0.1, its torrent (made by
