@@ -98,42 +98,42 @@ impl<S: Storage> WriteBehind<S> {
     fn find(&self, start: u64) -> Option<usize> {
         self.spans.iter().position(|s| s.start == start)
     }
+}
 
-    /// The parts of `offset..offset+len` by span: (span start, offset in span, length).
-    fn parts(&self, offset: u64, len: usize) -> impl Iterator<Item = (u64, usize, usize)> {
-        let span = self.span as u64;
-        let end = offset + len as u64;
-        let mut at = offset;
-        std::iter::from_fn(move || {
-            if at >= end {
-                return None;
-            }
-            let start = at - at % span;
-            let n = (end.min(start + span) - at) as usize;
-            let part = (start, (at - start) as usize, n);
-            at += n as u64;
-            Some(part)
-        })
-    }
+/// The parts of `offset..offset+len` by aligned span of `span` bytes: (span start, offset in span,
+/// length).
+fn parts(span: usize, offset: u64, len: usize) -> impl Iterator<Item = (u64, usize, usize)> {
+    let span = span as u64;
+    let end = offset + len as u64;
+    let mut at = offset;
+    std::iter::from_fn(move || {
+        if at >= end {
+            return None;
+        }
+        let start = at - at % span;
+        let n = (end.min(start + span) - at) as usize;
+        let part = (start, (at - start) as usize, n);
+        at += n as u64;
+        Some(part)
+    })
 }
 
 impl<S: Storage> Storage for WriteBehind<S> {
     fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
-        let held = self.parts(offset, buf.len()).all(|(start, at, n)| {
+        let held = parts(self.span, offset, buf.len()).all(|(start, at, n)| {
             self.find(start)
                 .is_some_and(|i| self.spans[i].covers(at, at + n))
         });
         if held {
             let mut done = 0;
-            for (start, at, n) in self.parts(offset, buf.len()) {
+            for (start, at, n) in parts(self.span, offset, buf.len()) {
                 let i = self.find(start).expect("checked above");
                 buf[done..done + n].copy_from_slice(&self.spans[i].buf[at..at + n]);
                 done += n;
             }
             return Ok(());
         }
-        let starts: Vec<u64> = self.parts(offset, buf.len()).map(|p| p.0).collect();
-        for start in starts {
+        for (start, _, _) in parts(self.span, offset, buf.len()) {
             if let Some(i) = self.find(start) {
                 self.evict(i)?;
             }
@@ -143,8 +143,7 @@ impl<S: Storage> Storage for WriteBehind<S> {
 
     fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
         let mut done = 0;
-        let parts: Vec<(u64, usize, usize)> = self.parts(offset, data.len()).collect();
-        for (start, at, n) in parts {
+        for (start, at, n) in parts(self.span, offset, data.len()) {
             self.clock += 1;
             let i = match self.find(start) {
                 Some(i) => i,
