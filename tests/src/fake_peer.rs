@@ -187,8 +187,9 @@ async fn serve_corrupt(mut s: TcpStream, num_pieces: u32, c: &Counters) -> std::
             piece.extend_from_slice(index);
             piece.extend_from_slice(begin);
             piece.resize(piece.len() + length, 0xA5);
-            s.write_all(&piece).await?;
+            // Counted before the write: a reader may hold the block before `write_all` returns.
             c.corrupt_blocks.fetch_add(1, Ordering::Relaxed);
+            s.write_all(&piece).await?;
         }
     }
 }
