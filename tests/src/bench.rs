@@ -56,8 +56,11 @@ pub fn wait_sampling(proc: &mut Proc, started: Instant) -> Result<Sampled, Strin
 /// reporting), where the kernel has it, as the Firecracker VMs here do.
 const REPORTED_KIB: &str = "/sys/module/page_reporting/parameters/reported_kib";
 
-/// Waits until the kernel has handed the memory freed by the previous run back to the host (its
-/// reported total unchanged for 2 s; at most 60 s).
+/// Writes out every dirty page (`sync`), then waits until the kernel has handed the memory freed
+/// by the previous run back to the host (its reported total unchanged for 2 s; at most 60 s).
+///
+/// Why `sync`: the source file and the clients' copies are written into the page cache, and the
+/// kernel writes them back about 30 s later, on whatever run is going then.
 ///
 /// Why: in these VMs a page first touched after being reported costs a fault in the host. Writing
 /// 1 GiB into fresh page cache then takes ~1.2 s of system time instead of ~0.2 s. Whether a run
@@ -65,6 +68,9 @@ const REPORTED_KIB: &str = "/sys/module/page_reporting/parameters/reported_kib";
 /// its copy, which gave the second of two back-to-back runs a 15 % head start. Starting every
 /// run from the same settled state makes the clients comparable. Elsewhere this returns at once.
 pub fn settle_memory() {
+    if let Err(e) = std::process::Command::new("sync").status() {
+        eprintln!("sync: {e}");
+    }
     let read = || {
         std::fs::read_to_string(REPORTED_KIB)
             .ok()
