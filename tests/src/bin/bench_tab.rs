@@ -29,7 +29,9 @@
 //! 16 MiB in the page against the source), the native one byte for byte.
 //!
 //! Options: --size-mib N (1024), --runs N (3), --piece-kib N (libtorrent's choice),
-//! --dir DIR (the system's temporary folder), --no-verify.
+//! --dir DIR (the system's temporary folder), --no-verify, --clients LIST (`tab,tab-wasm,native`:
+//! which clients run, in this order within each round; reordering shows whether a slot favours
+//! whoever runs in it).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -48,6 +50,36 @@ struct Options {
     piece_kib: Option<u32>,
     dir: Option<PathBuf>,
     verify: bool,
+    clients: Vec<Client>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Client {
+    /// The page as shipped: pieces hashed with WebCrypto.
+    Tab,
+    /// The page with `?hash=wasm`.
+    TabWasm,
+    /// `bridge download`.
+    Native,
+}
+
+impl Client {
+    fn parse(s: &str) -> Result<Client, String> {
+        match s {
+            "tab" => Ok(Client::Tab),
+            "tab-wasm" => Ok(Client::TabWasm),
+            "native" => Ok(Client::Native),
+            _ => Err(format!("unknown client {s:?} (tab, tab-wasm, native)")),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Client::Tab => "tab",
+            Client::TabWasm => "tab-wasm",
+            Client::Native => "native",
+        }
+    }
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -57,6 +89,7 @@ fn parse_args() -> Result<Options, String> {
         piece_kib: None,
         dir: None,
         verify: true,
+        clients: vec![Client::Tab, Client::TabWasm, Client::Native],
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -67,17 +100,24 @@ fn parse_args() -> Result<Options, String> {
             "--piece-kib" => o.piece_kib = Some(value()?.parse().map_err(|e| format!("{a}: {e}"))?),
             "--dir" => o.dir = Some(PathBuf::from(value()?)),
             "--no-verify" => o.verify = false,
+            "--clients" => {
+                o.clients = value()?
+                    .split(',')
+                    .map(Client::parse)
+                    .collect::<Result<_, _>>()?
+            }
             "-h" | "--help" => {
                 println!(
-                    "bench_tab [--size-mib N] [--runs N] [--piece-kib N] [--dir DIR] [--no-verify]"
+                    "bench_tab [--size-mib N] [--runs N] [--piece-kib N] [--dir DIR] [--no-verify] \
+                     [--clients tab,tab-wasm,native]"
                 );
                 std::process::exit(0);
             }
             _ => return Err(format!("unknown argument {a:?}")),
         }
     }
-    if o.runs == 0 || o.size_mib == 0 {
-        return Err("--runs and --size-mib must be positive".into());
+    if o.runs == 0 || o.size_mib == 0 || o.clients.is_empty() {
+        return Err("--runs, --size-mib and --clients must not be zero or empty".into());
     }
     Ok(o)
 }
@@ -102,6 +142,14 @@ struct Native {
     mb_per_s: f64,
     peak_rss_anon: u64,
 }
+
+enum Outcome {
+    Tab(Tab),
+    Native(Native),
+}
+
+/// One run of one client: its round (from 1), the client and what it measured.
+type Run = (usize, Client, Result<Outcome, String>);
 
 /// Installed before the torrent is added: the heartbeat, the frame clock and the moment the
 /// progress bar reaches 100.
@@ -168,38 +216,41 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
 
-    let mut tabs = Vec::new();
-    let mut wasm_tabs = Vec::new();
-    let mut natives = Vec::new();
+    let mut results = Vec::new();
     for run in 1..=opts.runs {
-        for (label, query, hasher, results) in [
-            ("tab", "", "subtle", &mut tabs),
-            ("tab-wasm", "?hash=wasm", "wasm", &mut wasm_tabs),
-        ] {
-            eprintln!("run {run}: {label}");
-            let r = measure_tab(&serve, query, hasher, torrent, digests.as_ref()).await;
+        for &client in &opts.clients {
+            eprintln!("run {run}: {}", client.label());
+            let r = match client {
+                Client::Tab | Client::TabWasm => {
+                    let (query, hasher) = if client == Client::Tab {
+                        ("", "subtle")
+                    } else {
+                        ("?hash=wasm", "wasm")
+                    };
+                    measure_tab(&serve, query, hasher, torrent, digests.as_ref())
+                        .await
+                        .map(Outcome::Tab)
+                }
+                Client::Native => {
+                    let out = root.path().join(format!("out-{run}"));
+                    fs::create_dir_all(&out).expect("create the output folder");
+                    let r = measure_native(torrent, &out).and_then(|m| {
+                        if opts.verify {
+                            verify(content, &out.join("bench.bin"))?;
+                        }
+                        Ok(m)
+                    });
+                    let _ = fs::remove_dir_all(&out);
+                    r.map(Outcome::Native)
+                }
+            };
             if let Err(e) = &r {
-                eprintln!("run {run}: {label} failed: {e}");
+                eprintln!("run {run}: {} failed: {e}", client.label());
             }
-            results.push(r);
+            results.push((run, client, r));
         }
-
-        eprintln!("run {run}: bridge download");
-        let out = root.path().join(format!("out-{run}"));
-        fs::create_dir_all(&out).expect("create the output folder");
-        let r = measure_native(torrent, &out).and_then(|m| {
-            if opts.verify {
-                verify(content, &out.join("bench.bin"))?;
-            }
-            Ok(m)
-        });
-        if let Err(e) = &r {
-            eprintln!("run {run}: bridge download failed: {e}");
-        }
-        let _ = fs::remove_dir_all(&out);
-        natives.push(r);
     }
-    print_table(&tabs, &wasm_tabs, &natives);
+    print_table(&results);
     drop(serve);
     drop(swarm);
 }
@@ -347,11 +398,7 @@ fn measure_native(torrent: &Torrent, out: &Path) -> Result<Native, String> {
     })
 }
 
-fn print_table(
-    tabs: &[Result<Tab, String>],
-    wasm_tabs: &[Result<Tab, String>],
-    natives: &[Result<Native, String>],
-) {
+fn print_table(results: &[Run]) {
     println!();
     println!(
         "{:<8} {:>3} {:>7} {:>7} {:>9} {:>13} {:>13} {:>13} {:>13} {:>10}",
@@ -366,34 +413,25 @@ fn print_table(
         "frame gap ms",
         "recheck s"
     );
-    for (i, native) in natives.iter().enumerate() {
-        let run = i + 1;
-        for (label, tab) in [("tab", &tabs[i]), ("tab-wasm", &wasm_tabs[i])] {
-            match tab {
-                Ok(t) => println!(
-                    "{:<8} {:>3} {:>7.2} {:>7.1} {:>9.1} {:>13.1} {:>13.1} {:>13.0} {:>13.0} {:>10.2}",
-                    label,
-                    run,
-                    t.secs,
-                    t.mb_per_s,
-                    mib(t.idle_renderer),
-                    mib(t.peak.renderer_anon),
-                    mib(t.peak.total_anon),
-                    t.max_late_ms,
-                    t.max_frame_gap_ms,
-                    t.recheck_secs
-                ),
-                Err(e) => println!(
-                    "{:<8} {run:>3}  failed: {}",
-                    label,
-                    e.lines().next().unwrap_or_default()
-                ),
-            }
-        }
-        match native {
-            Ok(n) => println!(
+    for (run, client, r) in results {
+        let label = client.label();
+        match r {
+            Ok(Outcome::Tab(t)) => println!(
+                "{:<8} {:>3} {:>7.2} {:>7.1} {:>9.1} {:>13.1} {:>13.1} {:>13.0} {:>13.0} {:>10.2}",
+                label,
+                run,
+                t.secs,
+                t.mb_per_s,
+                mib(t.idle_renderer),
+                mib(t.peak.renderer_anon),
+                mib(t.peak.total_anon),
+                t.max_late_ms,
+                t.max_frame_gap_ms,
+                t.recheck_secs
+            ),
+            Ok(Outcome::Native(n)) => println!(
                 "{:<8} {:>3} {:>7.2} {:>7.1} {:>9} {:>13} {:>13.1}",
-                "native",
+                label,
                 run,
                 n.secs,
                 n.mb_per_s,
@@ -403,7 +441,7 @@ fn print_table(
             ),
             Err(e) => println!(
                 "{:<8} {run:>3}  failed: {}",
-                "native",
+                label,
                 e.lines().next().unwrap_or_default()
             ),
         }
@@ -417,11 +455,28 @@ fn print_table(
          largest gap between animation frames; recheck s: from a reload of the finished page \
          until it seeds again, the whole file hashed from OPFS)"
     );
-    let ok_natives: Vec<&Native> = natives.iter().filter_map(|r| r.as_ref().ok()).collect();
-    let wasm_rate = summarize("tab-wasm", wasm_tabs);
-    let tab_rate = summarize("tab", tabs);
+    let tabs_of = |want: Client| -> Option<Vec<&Tab>> {
+        results.iter().any(|(_, c, _)| *c == want).then(|| {
+            results
+                .iter()
+                .filter_map(|(_, c, r)| match r {
+                    Ok(Outcome::Tab(t)) if *c == want => Some(t),
+                    _ => None,
+                })
+                .collect()
+        })
+    };
+    let wasm_rate = tabs_of(Client::TabWasm).and_then(|t| summarize("tab-wasm", &t));
+    let tab_rate = tabs_of(Client::Tab).and_then(|t| summarize("tab", &t));
+    let ok_natives: Vec<&Native> = results
+        .iter()
+        .filter_map(|(_, _, r)| match r {
+            Ok(Outcome::Native(n)) => Some(n),
+            _ => None,
+        })
+        .collect();
     if ok_natives.is_empty() {
-        println!("median native: no successful run");
+        println!("median native: none");
         return;
     }
     let native_rate = median(ok_natives.iter().map(|n| n.mb_per_s).collect());
@@ -452,8 +507,7 @@ fn print_table(
 }
 
 /// Prints the medians of one kind of tab run; returns its median rate.
-fn summarize(label: &str, tabs: &[Result<Tab, String>]) -> Option<f64> {
-    let ok: Vec<&Tab> = tabs.iter().filter_map(|r| r.as_ref().ok()).collect();
+fn summarize(label: &str, ok: &[&Tab]) -> Option<f64> {
     if ok.is_empty() {
         println!("median {label}: no successful run");
         return None;
