@@ -292,11 +292,18 @@ impl App {
         let now = now_ms();
         let mut tasks = Vec::new();
         let ws_base = self.ws_base.clone();
+        let mut news = false;
         if let Some(s) = self.find(id) {
             f(s, &ws_base);
             s.drive(now, &ws_base, &mut tasks);
+            news = s.take_news();
         }
         self.run(id, tasks);
+        if news {
+            // A finished download shows as finished (and its Save buttons appear) without
+            // waiting up to a snapshot period.
+            self.post_snapshot(now);
+        }
         self.reschedule(now);
     }
 
@@ -312,7 +319,11 @@ impl App {
         for (id, tasks) in all {
             self.run(id, tasks);
         }
-        if now >= self.next_snapshot {
+        let news = self
+            .sessions
+            .iter_mut()
+            .fold(false, |n, s| s.take_news() | n);
+        if news || now >= self.next_snapshot {
             self.post_snapshot(now);
         }
         self.reschedule(now);

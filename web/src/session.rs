@@ -74,6 +74,8 @@ pub struct Session {
     graveyard: Vec<PeerSocket>,
     /// A piece read back for hashing; WebCrypto copies it, so one buffer serves every piece.
     hash_buf: Vec<u8>,
+    /// Something the page should show now rather than at the next periodic snapshot.
+    news: bool,
 }
 
 pub fn engine_config() -> Config {
@@ -121,6 +123,7 @@ impl Session {
             last_close: None,
             graveyard: Vec::new(),
             hash_buf: Vec::new(),
+            news: false,
         };
         if paused {
             s.engine.pause();
@@ -376,7 +379,10 @@ impl Session {
                             self.phase = Phase::Opening;
                         }
                     }
-                    Event::Complete => self.announcer.completed(),
+                    Event::Complete => {
+                        self.announcer.completed();
+                        self.news = true;
+                    }
                     Event::StorageFailed(e) => self.fail(format!("storage failed: {e}")),
                     Event::HashPiece { piece, job } => {
                         let started = self
@@ -423,6 +429,12 @@ impl Session {
                 tasks.push(Task::Announce { url: p.url, path });
             }
         }
+    }
+
+    /// Whether something happened that the page should see at once, such as the download
+    /// finishing; clears the flag.
+    pub fn take_news(&mut self) -> bool {
+        std::mem::take(&mut self.news)
     }
 
     /// When this session next needs a tick.
