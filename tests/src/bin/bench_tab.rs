@@ -9,9 +9,8 @@
 //!
 //! - the rate in MB/s (10^6 bytes per second). The tab's time runs from the file input's `change`
 //!   event to the moment the progress bar's `aria-valuenow` becomes 100, both taken in the page
-//!   (`performance.now()`, a MutationObserver); the page's snapshots come several times a second,
-//!   so it may be late by one snapshot interval. `bridge download`'s time is its wall time from
-//!   start to exit.
+//!   (`performance.now()`, a MutationObserver); the engine's Worker posts a snapshot as soon as the
+//!   download completes. `bridge download`'s time is its wall time from start to exit.
 //! - peak memory, sampled from /proc every 100 ms (50 ms for `bridge download`): for the tab the
 //!   sum of `RssAnon` over Chromium's renderer processes (the page, its Worker and the wasm
 //!   memory: the tab's own heap, without the shared binary or the page cache of OPFS files; also
