@@ -292,18 +292,11 @@ impl App {
         let now = now_ms();
         let mut tasks = Vec::new();
         let ws_base = self.ws_base.clone();
-        let mut news = false;
         if let Some(s) = self.find(id) {
             f(s, &ws_base);
             s.drive(now, &ws_base, &mut tasks);
-            news = s.take_news();
         }
         self.run(id, tasks);
-        if news {
-            // A finished download shows as finished (and its Save buttons appear) without
-            // waiting up to a snapshot period.
-            self.post_snapshot(now);
-        }
         self.reschedule(now);
     }
 
@@ -319,11 +312,7 @@ impl App {
         for (id, tasks) in all {
             self.run(id, tasks);
         }
-        let news = self
-            .sessions
-            .iter_mut()
-            .fold(false, |n, s| s.take_news() | n);
-        if news || now >= self.next_snapshot {
+        if now >= self.next_snapshot {
             self.post_snapshot(now);
         }
         self.reschedule(now);
@@ -339,6 +328,15 @@ impl App {
     }
 
     fn reschedule(&mut self, now: u64) {
+        let news = self
+            .sessions
+            .iter_mut()
+            .fold(false, |n, s| s.take_news() | n);
+        if news {
+            // A finished download shows as finished (and its Save buttons appear) on the next
+            // turn of the event loop, not up to a snapshot period later.
+            self.next_snapshot = now;
+        }
         let mut due = self.next_snapshot;
         for s in &self.sessions {
             if let Some(d) = s.deadline(now) {
