@@ -16,6 +16,7 @@ use fantoccini::{Client, Locator};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
+use tempfile::TempDir;
 
 use crate::bridge::bridge_bin;
 use crate::process::{Proc, Stream};
@@ -30,6 +31,9 @@ pub struct Serve {
     /// `http://127.0.0.1:PORT/`
     pub url: String,
     pub port: u16,
+    /// The bridge's `TMPDIR` (where `--demo` writes its sample), removed after the bridge is
+    /// killed: a bridge killed outright cannot clean up after itself.
+    pub tmp: TempDir,
 }
 
 impl Serve {
@@ -62,9 +66,15 @@ impl Serve {
     }
 
     fn spawn(args: &[&str], log_filter: &str) -> Serve {
+        let tmp = tempfile::Builder::new()
+            .prefix("bridge-tmp-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("a TMPDIR for the bridge: {e}"));
         let mut cmd = Command::new(bridge_bin());
         cmd.args(args);
-        cmd.env("RUST_BACKTRACE", "1").env("RUST_LOG", log_filter);
+        cmd.env("RUST_BACKTRACE", "1")
+            .env("RUST_LOG", log_filter)
+            .env("TMPDIR", tmp.path());
         let proc = Proc::spawn("bridge serve", cmd);
         let url = proc.wait_line(
             Stream::Stdout,
@@ -78,7 +88,12 @@ impl Serve {
             .next()
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("no port in the page URL {url:?}"));
-        Serve { proc, url, port }
+        Serve {
+            proc,
+            url,
+            port,
+            tmp,
+        }
     }
 
     /// Stderr lines that contain `needle` (the bridge logs each refusal with its reason).

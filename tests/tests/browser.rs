@@ -84,7 +84,7 @@ async fn magnet_in_the_url_fragment_resolves_metadata_and_downloads() {
 async fn the_demo_downloads_in_the_page_without_allow_private() {
     // The newcomer's path: `bridge --demo`, then the printed URL. Only the demo's own seeder may be
     // reached on loopback; the page verifies every piece against the demo torrent's hashes.
-    let (_serve, url) = Serve::demo();
+    let (mut serve, url) = Serve::demo();
     let btih = url
         .split("urn:btih:")
         .nth(1)
@@ -96,6 +96,18 @@ async fn the_demo_downloads_in_the_page_without_allow_private() {
     let done = page.wait_progress(&btih, 100, DEADLINE).await;
     assert_eq!(done.progress, 100);
     browser.close().await;
+
+    // The sample lives only as long as the bridge: a stopped bridge removes it.
+    let entries = || std::fs::read_dir(serve.tmp.path()).unwrap().count();
+    assert_eq!(
+        entries(),
+        1,
+        "the demo's sample directory in the bridge's TMPDIR"
+    );
+    serve.proc.signal(libc::SIGTERM);
+    let status = serve.proc.wait_exit(DEADLINE);
+    assert!(status.success(), "bridge --demo after SIGTERM: {status}");
+    assert_eq!(entries(), 0, "the demo's sample is left behind");
 }
 
 #[tokio::test]
