@@ -14,16 +14,18 @@ use protocol::storage::{Storage, StorageError};
 
 /// Bytes per span: aligned, so a piece of a power-of-two length up to this size lies in one.
 ///
-/// Why not larger: the kernel's own copy into the page cache costs more per byte for large
-/// `pwrite`s here (1 GiB into fresh page cache took 0.22-0.26 s of system time in 64 KiB writes,
-/// 0.5 s in 256 KiB ones and 1.85 s in 1 MiB ones), and it dominated the engine Worker's profile.
-/// In interleaved runs of `bench_tab` the tab was faster with 64 KiB spans than with 1 MiB ones
-/// in 6 pairs of 7 (medians 214 and 202 MB/s).
-pub const SPAN: usize = 64 << 10;
+/// The size trades the browser's work against the kernel's. Every OPFS `write` sends the browser
+/// an IPC (`OnContentsModified`), so fewer, larger writes save the browser's CPU. On one host the
+/// kernel's copy into fresh page cache cost more per byte in large `pwrite`s (1 GiB: 0.22-0.26 s
+/// of system time in 64 KiB writes, 0.5 s in 256 KiB ones, 1.85 s in 1 MiB ones). On another,
+/// the engine Worker's system time was the same for 64 KiB to 1 MiB spans, and 256 KiB spans
+/// against 64 KiB ones halved the browser's CPU (0.8-0.9 to 0.4 s per GiB) and cut the CPU of
+/// the whole download by about a tenth (`scripts/cpu-by-thread.py`, 3 interleaved pairs).
+pub const SPAN: usize = 256 << 10;
 /// Spans held per torrent (4 MiB): a peer's pipeline of 500 blocks covers about 8 MiB, in which
 /// pieces complete nearly in the order they were requested, so most pieces are still held when
 /// the engine reads them back to hash them.
-pub const SPANS: usize = 64;
+pub const SPANS: usize = 16;
 
 struct Span {
     /// Torrent offset of `buf[0]`, a multiple of the span size.
