@@ -20,7 +20,7 @@ const HEADER = 16;
 const SENT_POLL_MS = 10;
 
 const WORD = 8;
-/// Reused by `alignedLike`.
+/// Reused by `alignedLike`; at most a ring plus 64 KiB, since one copy never exceeds the ring's room.
 let stage = new Uint8Array(0);
 
 const sockets = new Map();
