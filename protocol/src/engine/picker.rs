@@ -260,7 +260,8 @@ impl Picker {
                 for (b, state) in p.blocks.iter_mut().enumerate() {
                     if let Block::Requested(n) = *state {
                         let req = block_request(i, b as u32, size);
-                        if n < ENDGAME_DUPLICATES && !mine(&req) {
+                        // Blocks picked earlier in this call are not in `mine` yet.
+                        if n < ENDGAME_DUPLICATES && !mine(&req) && !out[start..].contains(&req) {
                             *state = Block::Requested(n + 1);
                             out.push(req);
                             if full(out) {

@@ -415,3 +415,23 @@ fn a_driver_hash_for_a_piece_given_up_is_ignored() {
     ));
     assert!(picker.has(0));
 }
+
+#[test]
+fn one_pick_that_reaches_endgame_never_asks_the_same_peer_twice_for_a_block() {
+    // Three pieces of two blocks: one pick for more than that takes every free block, then
+    // finds itself in endgame. The blocks it just took are not yet among the peer's requests.
+    let piece = 32 * 1024;
+    let mut picker = Picker::new(piece, 3 * piece as u64, vec![[0; 20]; 3], 5, true);
+    let mut bits = Bitfield::new(3);
+    for i in 0..3 {
+        bits.set(i);
+    }
+    let mut reqs = Vec::new();
+    picker.pick(ConnId(1), &bits, 100, &|_| false, &mut reqs);
+    let unique: std::collections::BTreeSet<_> = reqs.iter().copied().collect();
+    assert_eq!((reqs.len(), unique.len()), (6, 6), "{reqs:?}");
+    // A second peer may still duplicate them, once each.
+    let mut other = Vec::new();
+    picker.pick(ConnId(2), &bits, 100, &|_| false, &mut other);
+    assert_eq!(other.len(), 6, "{other:?}");
+}
