@@ -100,6 +100,7 @@ pub async fn run(args: DownloadArgs) -> Result<()> {
             seed_after: args.seed,
             timeout: Duration::from_secs(args.timeout),
         },
+        show_progress: true,
     };
     let mut session = Session::new(torrent, listener, opts)?;
     tracing::info!("listening for peers on {}", session.listen_addr());

@@ -1,7 +1,9 @@
 //! Progress on stderr: a bar on a terminal, one plain line a second otherwise (logs, CI, tests).
-//! Log lines go through [`LogWriter`] so that they never tear the bar.
+//! Once everything is verified the session only seeds, and the plain line reports the upload, only
+//! when it changed: an idle seed stays silent. Log lines go through [`LogWriter`] so that they
+//! never tear the bar.
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use protocol::engine::Stats;
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
@@ -13,9 +15,22 @@ static BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
 pub struct Progress {
     bar: Option<ProgressBar>,
     last_line: Option<Instant>,
+    /// Peers and bytes uploaded in the last seeding line printed.
+    last_seeding: Option<(usize, u64)>,
+    hidden: bool,
 }
 
 impl Progress {
+    /// Shows nothing: for a session whose progress another interface shows (`serve --demo`).
+    pub fn hidden() -> Self {
+        Progress {
+            bar: None,
+            last_line: None,
+            last_seeding: None,
+            hidden: true,
+        }
+    }
+
     pub fn new() -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(4));
@@ -35,25 +50,52 @@ impl Progress {
         Progress {
             bar,
             last_line: None,
+            last_seeding: None,
+            hidden: false,
         }
     }
 
     /// Called about once a second with the engine's figures.
     pub fn update(&mut self, stats: &Stats) {
+        if self.hidden {
+            return;
+        }
+        let seeding = stats.total > 0 && stats.verified >= stats.total;
         match &self.bar {
             Some(bar) => {
                 bar.set_length(stats.total);
                 bar.set_position(stats.verified);
-                bar.set_message(format!("{} peers", stats.peers_connected));
+                bar.set_message(match seeding {
+                    true => format!(
+                        "seeding to {} peers, {}/s up",
+                        stats.peers_connected,
+                        HumanBytes(stats.upload_rate as u64)
+                    ),
+                    false => format!("{} peers", stats.peers_connected),
+                });
             }
             None => {
                 let due = self
                     .last_line
                     .is_none_or(|t| t.elapsed() >= Duration::from_millis(950));
-                if due {
-                    self.last_line = Some(Instant::now());
-                    eprintln!("{}", line(stats));
+                if !due {
+                    return;
                 }
+                if seeding {
+                    let mark = (stats.peers_connected, stats.uploaded);
+                    if self.last_seeding == Some(mark) {
+                        return;
+                    }
+                    self.last_seeding = Some(mark);
+                }
+                self.last_line = Some(Instant::now());
+                eprintln!(
+                    "{}",
+                    match seeding {
+                        true => seeding_line(stats),
+                        false => line(stats),
+                    }
+                );
             }
         }
     }
@@ -78,6 +120,13 @@ pub fn line(stats: &Stats) -> String {
     format!(
         "progress: {}/{} bytes, {} peers, {:.0} B/s",
         stats.verified, stats.total, stats.peers_connected, stats.download_rate
+    )
+}
+
+pub fn seeding_line(stats: &Stats) -> String {
+    format!(
+        "seeding: {} peers, {} bytes uploaded, {:.0} B/s",
+        stats.peers_connected, stats.uploaded, stats.upload_rate
     )
 }
 
@@ -125,5 +174,21 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(line(&s), "progress: 5/10 bytes, 2 peers, 1234 B/s");
+    }
+
+    #[test]
+    fn seeding_line_format() {
+        let s = Stats {
+            verified: 10,
+            total: 10,
+            uploaded: 4096,
+            peers_connected: 1,
+            upload_rate: 99.6,
+            ..Default::default()
+        };
+        assert_eq!(
+            seeding_line(&s),
+            "seeding: 1 peers, 4096 bytes uploaded, 100 B/s"
+        );
     }
 }

@@ -70,6 +70,8 @@ pub struct Options {
     pub magnet_peers: Vec<SocketAddr>,
     pub peer_id: PeerId,
     pub mode: Mode,
+    /// False where another interface shows the progress (`serve --demo`: the page).
+    pub show_progress: bool,
 }
 
 /// A session seeding `info`, whose files lie under `root` and were just hashed into `info` by
@@ -79,6 +81,7 @@ pub fn seeding(
     listener: TcpListener,
     root: PathBuf,
     trackers: Vec<Vec<String>>,
+    show_progress: bool,
 ) -> Result<Session> {
     let port = listener.local_addr()?.port();
     let peer_id = PeerId::generate(crate::random_seed());
@@ -101,6 +104,7 @@ pub fn seeding(
         magnet_peers: Vec::new(),
         peer_id,
         mode: Mode::Seed,
+        show_progress,
     };
     let mut session = Session::new(torrent, listener, opts)?;
     session.prepare()?;
@@ -197,6 +201,10 @@ impl Session {
         let (data_tx, data_rx) = mpsc::channel(READ_QUEUE);
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
         let announcer = Announcer::new(opts.trackers.clone(), crate::random_seed());
+        let progress = match opts.show_progress {
+            true => Progress::new(),
+            false => Progress::hidden(),
+        };
         let now = Instant::now();
         Ok(Session {
             torrent,
@@ -214,7 +222,7 @@ impl Session {
             tracker_key: fastrand::u32(..),
             storage_attached: false,
             checking: false,
-            progress: Progress::new(),
+            progress,
             started: now,
             last_progress: now,
             progress_mark: (0, 0, false),
@@ -269,14 +277,10 @@ impl Session {
     }
 
     fn report_resume(&mut self) {
-        let st = self.torrent.stats();
-        println!(
-            "resume: {}/{} pieces verified on disk",
-            st.pieces_have, st.pieces_total
-        );
-        if self.opts.mode == Mode::Seed && st.pieces_have < st.pieces_total {
-            warn!(
-                "only {}/{} pieces of the seeded files verify",
+        if self.opts.show_progress {
+            let st = self.torrent.stats();
+            println!(
+                "resume: {}/{} pieces verified on disk",
                 st.pieces_have, st.pieces_total
             );
         }

@@ -114,7 +114,7 @@ fn seed_then_download_a_folder_over_loopback() {
         ])
         .arg(&torrent)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut seed = Killed(child);
@@ -123,6 +123,13 @@ fn seed_then_download_a_folder_over_loopback() {
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
             let _ = tx.send(line);
+        }
+    });
+    let (err_tx, err_rx) = mpsc::channel();
+    let err = seed.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = err_tx.send(line);
         }
     });
     let mut magnet = None;
@@ -179,6 +186,25 @@ fn seed_then_download_a_folder_over_loopback() {
     assert_eq!(std::fs::read(dl.join("folder/sub/big")).unwrap(), big);
     assert_eq!(std::fs::read(dl.join("folder/small")).unwrap(), b"hello");
     assert_eq!(std::fs::metadata(dl.join("folder/empty")).unwrap().len(), 0);
+
+    // The seed reports what it uploaded (the second download took nothing: all was on disk).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(line) = err_rx.recv_timeout(left) else {
+            panic!("no `seeding:` line with the whole folder uploaded: {seen:?}");
+        };
+        let uploaded = line
+            .strip_prefix("seeding: ")
+            .and_then(|l| l.split(", ").nth(1))
+            .and_then(|l| l.strip_suffix(" bytes uploaded"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if uploaded.is_some_and(|n| n >= 300_005) {
+            break;
+        }
+        seen.push(line);
+    }
     drop(seed);
     std::fs::remove_dir_all(&d).unwrap();
 }

@@ -70,7 +70,7 @@ pub async fn start() -> Result<Demo> {
     let addr = listener
         .local_addr()
         .context("demo listener has no address")?;
-    let session = session::seeding(info, listener, dir.0.clone(), Vec::new())?;
+    let session = session::seeding(info, listener, dir.0.clone(), Vec::new(), false)?;
     let magnet = Magnet {
         info_hash,
         name: Some(NAME.into()),
