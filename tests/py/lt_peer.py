@@ -19,8 +19,9 @@ Run with Debian's /usr/bin/python3: that is the interpreter the python3-libtorre
       every connection to or from that address out (libtorrent's ip_filter), even to peers it
       learns through PEX.
       Prints JSON lines on stdout: {"event":"listening","port":N} once, {"event":"status",...} every
-      200 ms, {"event":"finished"} when every piece is verified, {"event":"error",...} on errors,
-      and with --block {"event":"blocked","peer":"IP:PORT"} for each connection it refused.
+      200 ms, {"event":"finished"} when every piece is verified and written to disk,
+      {"event":"error",...} on errors, and with --block {"event":"blocked","peer":"IP:PORT"} for
+      each connection it refused.
 
 Everything a test waits on is a line on stdout, flushed at once.
 """
@@ -134,7 +135,11 @@ def run(args):
     ses = session(args)
     handle = None
     listening = False
+    # libtorrent reports a torrent finished once every piece is verified, which can be before its
+    # disk threads have written the last blocks: a test that compares the files then would read
+    # holes. "finished" is emitted only after flush_cache(), a fence behind every pending write.
     finished = False
+    flushed = False
     next_status = 0.0
     while True:
         for a in ses.pop_alerts():
@@ -148,6 +153,9 @@ def run(args):
                 sys.exit(1)
             elif isinstance(a, lt.torrent_finished_alert) and not finished:
                 finished = True
+                handle.flush_cache()
+            elif isinstance(a, lt.cache_flushed_alert) and finished and not flushed:
+                flushed = True
                 emit(event="finished")
             elif isinstance(a, (lt.torrent_error_alert, lt.file_error_alert)):
                 emit(event="error", what=type(a).__name__, message=a.message())
@@ -176,8 +184,8 @@ def run(args):
             if (s.is_seeding or s.is_finished) and s.has_metadata and not finished:
                 # A seeder that checked complete files gets no torrent_finished_alert.
                 finished = True
-                emit(event="finished")
-        if finished and args.exit_when_finished:
+                handle.flush_cache()
+        if flushed and args.exit_when_finished:
             return
         ses.wait_for_alert(100)
 
