@@ -200,7 +200,8 @@ impl Net {
     }
 }
 
-fn seeder(info: &Info, data: &[u8], seed: u64) -> Torrent {
+/// An engine over a store holding `data`, with every piece that matches already checked.
+fn checked(info: &Info, data: &[u8], seed: u64) -> Torrent {
     let mut t = Torrent::new(
         info.info_hash,
         Some(info.clone()),
@@ -212,6 +213,11 @@ fn seeder(info: &Info, data: &[u8], seed: u64) -> Torrent {
         data: data.to_vec(),
     }));
     assert!(t.check_existing(u32::MAX).unwrap());
+    t
+}
+
+fn seeder(info: &Info, data: &[u8], seed: u64) -> Torrent {
+    let t = checked(info, data, seed);
     assert!(t.is_complete());
     t
 }
@@ -598,16 +604,7 @@ fn arbitrary_messages_from_a_peer_never_break_the_engine_or_its_uploads() {
             1 => {
                 let mut half = data.clone();
                 half[data.len() / 2..].fill(0);
-                let mut t = Torrent::new(
-                    info.info_hash,
-                    Some(info.clone()),
-                    PeerId::generate(round),
-                    Config::default(),
-                    round,
-                );
-                t.attach_storage(Box::new(MemoryStorage { data: half }));
-                t.check_existing(u32::MAX).unwrap();
-                t
+                checked(&info, &half, round)
             }
             _ => Torrent::new(
                 info.info_hash,
