@@ -715,6 +715,7 @@ impl Session {
             event,
             numwant: Some(200),
             key: self.tracker_key,
+            tracker_id: None,
         }
     }
 
@@ -726,7 +727,10 @@ impl Session {
             return;
         };
         self.announcing = true;
-        let req = self.request(p.event);
+        let req = AnnounceRequest {
+            tracker_id: p.tracker_id.clone(),
+            ..self.request(p.event)
+        };
         let ctl = self.ctl_tx.clone();
         debug!("announcing to {} ({:?})", p.url, p.event);
         tokio::spawn(async move {
@@ -742,7 +746,10 @@ impl Session {
         let Some(p) = self.announcer.stopped() else {
             return;
         };
-        let req = self.request(Some(AnnounceEvent::Stopped));
+        let req = AnnounceRequest {
+            tracker_id: p.tracker_id.clone(),
+            ..self.request(Some(AnnounceEvent::Stopped))
+        };
         match tokio::time::timeout(
             STOP_ANNOUNCE_TIMEOUT,
             tracker_client::announce(&p.url, &req),

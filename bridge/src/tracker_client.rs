@@ -276,6 +276,7 @@ mod tests {
             event: None,
             numwant: None,
             key: 0,
+            tracker_id: None,
         }
     }
 

@@ -184,6 +184,7 @@ fn parse(query: &str) -> Result<(url::Url, AnnounceRequest), String> {
         event,
         numwant,
         key,
+        tracker_id: None,
     };
     Ok((url, req))
 }

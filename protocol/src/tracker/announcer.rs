@@ -9,17 +9,22 @@
 //! [`RETRY_MAX_SECS`].
 
 use super::{AnnounceEvent, AnnounceResponse, TrackerError};
+use std::collections::HashMap;
 
 pub const MIN_REANNOUNCE_SECS: u64 = 30;
 pub const MAX_REANNOUNCE_SECS: u64 = 2 * 60 * 60;
 pub const RETRY_BASE_SECS: u64 = 15;
 pub const RETRY_MAX_SECS: u64 = 30 * 60;
+/// A longer `tracker id` is not echoed: it would only bloat every later announce URL.
+pub const MAX_TRACKER_ID_LEN: usize = 256;
 
 /// One announce the driver should perform now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingAnnounce {
     pub url: String,
     pub event: Option<AnnounceEvent>,
+    /// What this tracker last sent as `tracker id`, to send back as `trackerid`.
+    pub tracker_id: Option<String>,
 }
 
 /// The announce handed out and not yet answered.
@@ -45,6 +50,8 @@ pub struct Announcer {
     last_working: Option<String>,
     /// When the last announce succeeded and the shortest wait the tracker allows after it.
     last_success: Option<(u64, u64)>,
+    /// Per tracker URL, its latest `tracker id`. Bounded: only URLs from `tiers` get in.
+    tracker_ids: HashMap<String, String>,
 }
 
 impl Announcer {
@@ -75,6 +82,7 @@ impl Announcer {
             failed_rounds: 0,
             last_working: None,
             last_success: None,
+            tracker_ids: HashMap::new(),
         }
     }
 
@@ -107,7 +115,11 @@ impl Announcer {
             url: url.clone(),
             event,
         });
-        Some(PendingAnnounce { url, event })
+        Some(PendingAnnounce {
+            tracker_id: self.tracker_ids.get(&url).cloned(),
+            url,
+            event,
+        })
     }
 
     pub fn handle_response(
@@ -139,6 +151,13 @@ impl Announcer {
                 self.tier = 0;
                 self.index = 0;
                 self.failed_rounds = 0;
+                // BEP 3: an answer without `tracker id` keeps the one sent before. An id we
+                // could not hold byte for byte (lossy UTF-8) would be echoed wrong: leave it.
+                if let Some(id) = response.tracker_id.as_ref().filter(|id| {
+                    !id.is_empty() && id.len() <= MAX_TRACKER_ID_LEN && !id.contains('\u{FFFD}')
+                }) {
+                    self.tracker_ids.insert(flight.url.clone(), id.clone());
+                }
                 self.last_working = Some(flight.url);
                 let min_gap = u64::from(response.min_interval.unwrap_or(0))
                     .clamp(MIN_REANNOUNCE_SECS, MAX_REANNOUNCE_SECS);
@@ -204,6 +223,7 @@ impl Announcer {
         self.in_flight = None;
         let url = self.last_working.clone()?;
         Some(PendingAnnounce {
+            tracker_id: self.tracker_ids.get(&url).cloned(),
             url,
             event: Some(AnnounceEvent::Stopped),
         })
@@ -390,7 +410,8 @@ mod tests {
             p,
             PendingAnnounce {
                 url: order[1].clone(),
-                event: Some(AnnounceEvent::Completed)
+                event: Some(AnnounceEvent::Completed),
+                tracker_id: None,
             }
         );
         a.handle_response(&p.url, &ok(1800), 10);
@@ -402,7 +423,8 @@ mod tests {
             s,
             PendingAnnounce {
                 url: order[1].clone(),
-                event: Some(AnnounceEvent::Stopped)
+                event: Some(AnnounceEvent::Stopped),
+                tracker_id: None,
             }
         );
         assert_eq!(a.poll_announce(u64::MAX), None);
@@ -431,5 +453,61 @@ mod tests {
         assert_eq!(a.poll_announce(0), None, "still in flight");
         a.handle_response(&p.url, &ok(60), 0);
         assert_eq!(a.poll_timeout(), Some(60_000));
+    }
+
+    fn with_id(id: Option<&str>) -> Result<AnnounceResponse, TrackerError> {
+        Ok(AnnounceResponse {
+            interval: 60,
+            tracker_id: id.map(str::to_string),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn echoes_each_trackers_id() {
+        let mut a = Announcer::new(vec![urls(&["http://a/", "http://b/"])], 5);
+        let order = a.tiers()[0].clone();
+        let p = a.poll_announce(0).unwrap();
+        assert_eq!(p.tracker_id, None);
+        a.handle_response(&p.url, &with_id(Some("first")), 0);
+        let p = a.poll_announce(60_000).unwrap();
+        assert_eq!(p.url, order[0]);
+        assert_eq!(p.tracker_id.as_deref(), Some("first"));
+        // An answer without an id keeps the old one.
+        a.handle_response(&p.url, &with_id(None), 60_000);
+        let p = a.poll_announce(120_000).unwrap();
+        assert_eq!(p.tracker_id.as_deref(), Some("first"));
+        a.handle_response(&p.url, &with_id(Some("second")), 120_000);
+        let p = a.poll_announce(180_000).unwrap();
+        assert_eq!(p.tracker_id.as_deref(), Some("second"));
+        // The other tracker never sent one: it gets none, not the first tracker's.
+        a.handle_response(&p.url, &err(), 180_000);
+        let p = a.poll_announce(180_000).unwrap();
+        assert_eq!(p.url, order[1]);
+        assert_eq!(p.tracker_id, None);
+        a.handle_response(&p.url, &with_id(Some("other")), 180_000);
+        assert_eq!(a.stopped().unwrap().tracker_id.as_deref(), Some("other"));
+    }
+
+    #[test]
+    fn oversized_or_mangled_tracker_ids_are_not_echoed() {
+        for bad in [
+            "x".repeat(MAX_TRACKER_ID_LEN + 1),
+            String::new(),
+            "ab\u{FFFD}".to_string(),
+        ] {
+            let mut a = Announcer::new(vec![urls(&["http://a/"])], 5);
+            let p = a.poll_announce(0).unwrap();
+            a.handle_response(&p.url, &with_id(Some("good")), 0);
+            let p = a.poll_announce(60_000).unwrap();
+            a.handle_response(&p.url, &with_id(Some(&bad)), 60_000);
+            let p = a.poll_announce(120_000).unwrap();
+            assert_eq!(p.tracker_id.as_deref(), Some("good"), "{bad:?}");
+        }
+        let mut a = Announcer::new(vec![urls(&["http://a/"])], 5);
+        let p = a.poll_announce(0).unwrap();
+        let longest = "y".repeat(MAX_TRACKER_ID_LEN);
+        a.handle_response(&p.url, &with_id(Some(&longest)), 0);
+        assert_eq!(a.poll_announce(60_000).unwrap().tracker_id, Some(longest));
     }
 }

@@ -17,8 +17,8 @@ use std::net::{IpAddr, SocketAddr};
 const MAX_TEXT_LEN: usize = 1024;
 
 /// The full announce URL: `base` plus `info_hash`, `peer_id` (binary, percent-encoded), `port`,
-/// `uploaded`, `downloaded`, `left`, `compact=1`, `event`, `numwant`, `key`. Keeps any query
-/// `base` already has.
+/// `uploaded`, `downloaded`, `left`, `compact=1`, `event`, `numwant`, `key`, `trackerid`. Keeps
+/// any query `base` already has.
 pub fn announce_url(base: &str, req: &AnnounceRequest) -> String {
     // A fragment is never sent to the server; parameters appended after it would be lost.
     let base = base.split('#').next().unwrap_or(base);
@@ -52,6 +52,9 @@ pub fn announce_url(base: &str, req: &AnnounceRequest) -> String {
         let _ = write!(url, "&numwant={n}");
     }
     let _ = write!(url, "&key={:08x}", req.key);
+    if let Some(id) = &req.tracker_id {
+        let _ = write!(url, "&trackerid={}", percent_encode(id.as_bytes()));
+    }
     url
 }
 
@@ -211,6 +214,7 @@ mod tests {
             event: Some(AnnounceEvent::Started),
             numwant: Some(50),
             key: 0xbeef,
+            tracker_id: None,
         }
     }
 
@@ -259,6 +263,20 @@ mod tests {
         );
         let url = announce_url("http://t.example/a#frag", &req);
         assert!(url.starts_with("http://t.example/a?info_hash="), "{url}");
+    }
+
+    #[test]
+    fn url_echoes_tracker_id() {
+        let mut req = request();
+        assert!(!announce_url("http://t/", &req).contains("trackerid"));
+        req.tracker_id = Some("a b&c=d/\u{e9}".into());
+        let url = announce_url("http://t/?x=1#f", &req);
+        assert!(
+            url.ends_with("&key=0000beef&trackerid=a%20b%26c%3Dd%2F%C3%A9"),
+            "{url}"
+        );
+        req.tracker_id = Some(String::new());
+        assert!(announce_url("http://t/", &req).ends_with("&trackerid="));
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct AnnounceRequest {
     pub numwant: Option<u32>,
     /// Random per-session key so a tracker recognises us across IP changes.
     pub key: u32,
+    /// The `tracker id` this tracker sent in an earlier answer: BEP 3 asks for it back.
+    pub tracker_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

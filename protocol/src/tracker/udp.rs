@@ -259,6 +259,7 @@ mod tests {
             event: Some(AnnounceEvent::Started),
             numwant: None,
             key: 0x1234_5678,
+            tracker_id: None,
         }
     }
 
