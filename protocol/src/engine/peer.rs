@@ -60,6 +60,13 @@ pub struct Peer {
     pub snubbed: bool,
     /// ut_metadata piece we asked this peer for, and when.
     pub metadata_request: Option<(u32, u64)>,
+    /// The `metadata_size` of the peer's extension handshake, and the order in which peers
+    /// reported theirs (first come wins a tie between sizes).
+    pub metadata_size: Option<u64>,
+    pub metadata_size_seq: u64,
+    /// The peer rejected or left unanswered a ut_metadata request: its size counts only when no
+    /// other peer reports one.
+    pub metadata_refused: bool,
     /// Peers listed to this peer in our last ut_pex message.
     pub pex_sent: Vec<SocketAddr>,
 }
@@ -109,6 +116,9 @@ impl Peer {
             last_send: now_ms,
             snubbed: false,
             metadata_request: None,
+            metadata_size: None,
+            metadata_size_seq: 0,
+            metadata_refused: false,
             pex_sent: Vec::new(),
         }
     }

@@ -69,6 +69,152 @@ struct Node {
     addr: SocketAddr,
     torrent: Torrent,
     events: Vec<Event>,
+    /// A peer played by the test instead of `torrent` (which then stays idle).
+    script: Option<ScriptedPeer>,
+}
+
+/// Each call goes to the scripted peer if the node has one, else to its engine.
+impl Node {
+    fn incoming(&mut self, from: SocketAddr, now: u64) -> Option<ConnId> {
+        match &mut self.script {
+            Some(s) => Some(s.incoming()),
+            None => self.torrent.handle_incoming(from, now),
+        }
+    }
+
+    fn closed(&mut self, conn: ConnId, now: u64) {
+        match &mut self.script {
+            Some(s) => s.closed(conn),
+            None => self.torrent.handle_closed(conn, now),
+        }
+    }
+
+    fn data(&mut self, conn: ConnId, data: &[u8], now: u64) {
+        match &mut self.script {
+            Some(s) => s.data(conn, data),
+            None => self.torrent.handle_data(conn, data, now),
+        }
+    }
+
+    fn transmit(&mut self) -> Option<(ConnId, Vec<u8>)> {
+        match &mut self.script {
+            Some(s) => s.out.pop_front(),
+            None => self.torrent.poll_transmit(),
+        }
+    }
+
+    fn sent(&mut self, conn: ConnId, bytes: usize) {
+        if self.script.is_none() {
+            self.torrent.handle_sent(conn, bytes);
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        match self.script {
+            Some(_) => None,
+            None => self.torrent.poll_event(),
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<u64> {
+        match self.script {
+            Some(_) => None,
+            None => self.torrent.poll_timeout(),
+        }
+    }
+
+    fn timeout(&mut self, now: u64) {
+        if self.script.is_none() {
+            self.torrent.handle_timeout(now);
+        }
+    }
+}
+
+/// A peer that lies about a torrent's metadata: it answers the BitTorrent handshake with an
+/// extension handshake claiming `metadata_size`, and every ut_metadata request with a piece of
+/// `metadata` (which has that size). It accepts connections only.
+struct ScriptedPeer {
+    info_hash: crate::InfoHash,
+    metadata: Vec<u8>,
+    conns: BTreeMap<ConnId, (Decoder, bool)>,
+    out: VecDeque<(ConnId, Vec<u8>)>,
+    next_conn: u64,
+    /// ut_metadata requests answered.
+    answered: Rc<Cell<u32>>,
+}
+
+impl ScriptedPeer {
+    fn new(info_hash: crate::InfoHash, metadata: Vec<u8>) -> Self {
+        ScriptedPeer {
+            info_hash,
+            metadata,
+            conns: BTreeMap::new(),
+            out: VecDeque::new(),
+            next_conn: 1,
+            answered: Rc::new(Cell::new(0)),
+        }
+    }
+
+    fn incoming(&mut self) -> ConnId {
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.conns.insert(conn, (Decoder::new(1 << 20), false));
+        conn
+    }
+
+    fn closed(&mut self, conn: ConnId) {
+        self.conns.remove(&conn);
+    }
+
+    fn data(&mut self, conn: ConnId, data: &[u8]) {
+        let Some((decoder, handshaken)) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        decoder.push(data);
+        let mut out = Vec::new();
+        if !*handshaken {
+            match decoder.next_handshake().unwrap() {
+                Some(hs) => assert_eq!(hs.info_hash, self.info_hash),
+                None => return,
+            }
+            *handshaken = true;
+            out.extend_from_slice(&Handshake::new(self.info_hash, PeerId::generate(666)).encode());
+            let ext = ExtHandshake {
+                m: [("ut_metadata".into(), 3)].into(),
+                metadata_size: Some(self.metadata.len() as u64),
+                ..ExtHandshake::default()
+            };
+            Message::Extended {
+                id: 0,
+                payload: ext.encode().into(),
+            }
+            .encode(&mut out);
+        }
+        while let Some(msg) = decoder.next().unwrap() {
+            let Message::Extended { id: 3, payload } = msg else {
+                continue;
+            };
+            let Ok(MetadataMsg::Request { piece }) = MetadataMsg::decode(&payload) else {
+                continue;
+            };
+            let start = (piece as usize * METADATA_PIECE).min(self.metadata.len());
+            let end = (start + METADATA_PIECE).min(self.metadata.len());
+            let reply = MetadataMsg::Data {
+                piece,
+                total_size: self.metadata.len() as u64,
+                data: Bytes::copy_from_slice(&self.metadata[start..end]),
+            };
+            Message::Extended {
+                id: UT_METADATA_ID,
+                payload: reply.encode().into(),
+            }
+            .encode(&mut out);
+            self.answered.set(self.answered.get() + 1);
+        }
+        if !out.is_empty() {
+            self.out.push_back((conn, out));
+        }
+    }
 }
 
 /// The fake network: node index and connection on each end of every link.
@@ -102,7 +248,21 @@ impl Net {
             addr,
             torrent,
             events: Vec::new(),
+            script: None,
         });
+        i
+    }
+
+    fn add_script(&mut self, script: ScriptedPeer) -> usize {
+        let idle = Torrent::new(
+            script.info_hash,
+            None,
+            PeerId::generate(0),
+            Config::default(),
+            0,
+        );
+        let i = self.add(idle);
+        self.nodes[i].script = Some(script);
         i
     }
 
@@ -111,7 +271,7 @@ impl Net {
         loop {
             let mut busy = false;
             for i in 0..self.nodes.len() {
-                while let Some(ev) = self.nodes[i].torrent.poll_event() {
+                while let Some(ev) = self.nodes[i].poll_event() {
                     busy = true;
                     match &ev {
                         Event::Connect { conn, addr } => self.pending.push_back((i, *conn, *addr)),
@@ -121,7 +281,7 @@ impl Net {
                         Event::Close { conn, .. } => {
                             if let Some((j, c)) = self.links.remove(&(i, *conn)) {
                                 self.links.remove(&(j, c));
-                                self.nodes[j].torrent.handle_closed(c, self.now);
+                                self.nodes[j].closed(c, self.now);
                             }
                         }
                         _ => {}
@@ -133,12 +293,7 @@ impl Net {
                 busy = true;
                 let from = self.nodes[i].addr;
                 let target = self.nodes.iter().position(|n| n.addr == addr);
-                match target.and_then(|j| {
-                    self.nodes[j]
-                        .torrent
-                        .handle_incoming(from, self.now)
-                        .map(|c| (j, c))
-                }) {
+                match target.and_then(|j| self.nodes[j].incoming(from, self.now).map(|c| (j, c))) {
                     Some((j, c)) => {
                         self.links.insert((i, conn), (j, c));
                         self.links.insert((j, c), (i, conn));
@@ -148,7 +303,7 @@ impl Net {
                 }
             }
             for i in 0..self.nodes.len() {
-                while let Some((conn, bytes)) = self.nodes[i].torrent.poll_transmit() {
+                while let Some((conn, bytes)) = self.nodes[i].transmit() {
                     busy = true;
                     let len = bytes.len();
                     if let Some(&(j, c)) = self.links.get(&(i, conn)) {
@@ -156,11 +311,11 @@ impl Net {
                         let mut rest = &bytes[..];
                         while !rest.is_empty() {
                             let n = self.rng.usize(1..=rest.len().min(40_000));
-                            self.nodes[j].torrent.handle_data(c, &rest[..n], self.now);
+                            self.nodes[j].data(c, &rest[..n], self.now);
                             rest = &rest[n..];
                         }
                     }
-                    self.nodes[i].torrent.handle_sent(conn, len);
+                    self.nodes[i].sent(conn, len);
                 }
             }
             let mut piece = Vec::new();
@@ -186,7 +341,7 @@ impl Net {
             let next = self
                 .nodes
                 .iter()
-                .filter_map(|n| n.torrent.poll_timeout())
+                .filter_map(|n| n.poll_timeout())
                 .min()
                 .unwrap_or(self.now + 1000);
             self.now = next.max(self.now + 1);
@@ -194,7 +349,7 @@ impl Net {
                 return false;
             }
             for n in &mut self.nodes {
-                n.torrent.handle_timeout(self.now);
+                n.timeout(self.now);
             }
         }
     }
@@ -702,4 +857,122 @@ fn arbitrary_messages_from_a_peer_never_break_the_engine_or_its_uploads() {
     assert!(blocks_checked > 50, "only {blocks_checked} uploads checked");
     assert!(closed > 100, "only {closed} of 300 peers dropped");
     assert!(metadata > 10, "metadata received only {metadata} times");
+}
+
+/// A torrent with many long file names: its metadata takes several ut_metadata pieces.
+fn make_torrent_with_big_metadata(seed: u64) -> (Vec<u8>, Info) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let files: Vec<(Vec<String>, u64)> = (0..250)
+        .map(|i| (vec![format!("{i:03}-{}.bin", "x".repeat(150))], 1000))
+        .collect();
+    let len = files.iter().map(|f| f.1).sum::<u64>() as usize;
+    let data: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+    let mut b = InfoBuilder::new("big metadata", files, 16 * 1024, false);
+    b.update(&data);
+    (data, b.finish())
+}
+
+/// A magnet leecher connects first to a scripted peer that serves `lie` as the metadata, then to
+/// an honest seeder (after the liar has answered, or at once if not `liar_alone_first`): it gets
+/// the metadata all the same, downloads the data, and bans the liar.
+fn magnet_beats_a_metadata_liar(data: &[u8], info: &Info, lie: Vec<u8>, liar_alone_first: bool) {
+    let mut net = Net::new();
+    let script = ScriptedPeer::new(info.info_hash, lie);
+    let answered = script.answered.clone();
+    let liar = net.add_script(script);
+    let honest = net.add(seeder(info, data, 51));
+    let liar_addr = net.nodes[liar].addr;
+    let honest_addr = net.nodes[honest].addr;
+    let leech = Torrent::new(
+        info.info_hash,
+        None,
+        PeerId::generate(52),
+        Config::default(),
+        52,
+    );
+    let l = net.add(leech);
+    // The liar first, so that its size is the first reported.
+    net.nodes[l]
+        .torrent
+        .add_peers(&[liar_addr], PeerSource::Magnet);
+    if liar_alone_first {
+        net.settle();
+        assert!(answered.get() > 0, "the liar was not asked");
+    }
+    net.nodes[l]
+        .torrent
+        .add_peers(&[honest_addr], PeerSource::Magnet);
+
+    assert!(
+        net.run_until(120_000, |n| n.nodes[l].torrent.info().is_some()),
+        "no metadata"
+    );
+    assert_eq!(net.nodes[l].torrent.info().unwrap().raw, info.raw);
+    let store = SharedStorage(Rc::new(std::cell::RefCell::new(MemoryStorage::new(
+        info.total_length,
+    ))));
+    net.nodes[l].torrent.attach_storage(Box::new(store.clone()));
+    assert!(net.nodes[l].torrent.check_existing(u32::MAX).unwrap());
+    assert!(
+        net.run_until(600_000, |n| n.nodes[l].torrent.is_complete()),
+        "download did not complete"
+    );
+    assert!(store.0.borrow().data == data, "downloaded bytes differ");
+
+    let events = &net.nodes[l].events;
+    let banned_at = events
+        .iter()
+        .position(|e| *e == Event::PeerBanned(liar_addr))
+        .expect("the liar is banned");
+    assert!(!events.contains(&Event::PeerBanned(honest_addr)));
+    assert!(
+        !events[banned_at..]
+            .iter()
+            .any(|e| matches!(e, Event::Connect { addr, .. } if *addr == liar_addr)),
+        "the liar was dialled again"
+    );
+    // The honest seeder was never dropped for its metadata, only once both were seeds.
+    let honest_conns: Vec<ConnId> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Connect { conn, addr } if *addr == honest_addr => Some(*conn),
+            _ => None,
+        })
+        .collect();
+    for e in events {
+        if let Event::Close { conn, reason } = e {
+            if honest_conns.contains(conn) {
+                assert_eq!(reason.to_string(), "both of us are seeds");
+            }
+        }
+    }
+}
+
+#[test]
+fn magnet_completes_when_its_first_peer_lies_about_metadata_size_and_the_liar_is_banned() {
+    let (data, info) = make_torrent(700_000, 32 * 1024, 6);
+    assert!(info.raw.len() < METADATA_PIECE);
+    // Three pieces of junk where the metadata takes one.
+    let mut rng = fastrand::Rng::with_seed(66);
+    let lie: Vec<u8> = (0..2 * METADATA_PIECE + 100).map(|_| rng.u8(..)).collect();
+    magnet_beats_a_metadata_liar(&data, &info, lie, true);
+}
+
+#[test]
+fn magnet_completes_when_a_peer_sends_bad_metadata_of_the_right_size_and_the_liar_is_banned() {
+    // One piece: the liar alone supplies it.
+    let (data, info) = make_torrent(700_000, 32 * 1024, 7);
+    let mut lie = info.raw.clone();
+    lie[10] ^= 1;
+    magnet_beats_a_metadata_liar(&data, &info, lie, true);
+
+    // Several pieces, asked of both peers at once: the first failure names nobody, so every piece
+    // is fetched again from one peer.
+    let (data, info) = make_torrent_with_big_metadata(8);
+    assert!(info.raw.len() > 2 * METADATA_PIECE);
+    let mut lie = info.raw.clone();
+    for piece in lie.chunks_mut(METADATA_PIECE) {
+        piece[0] ^= 1;
+    }
+    magnet_beats_a_metadata_liar(&data, &info, lie, false);
 }

@@ -8,7 +8,8 @@ use super::picker::{BlockOutcome, Picker, PieceOutcome};
 use super::rate::RateMeter;
 use super::{Config, ConnId, Event, PeerInfo, PeerSource, Stats};
 use crate::extension::{
-    ExtHandshake, MetadataAssembler, MetadataMsg, PexMsg, METADATA_PIECE, UT_METADATA_ID, UT_PEX_ID,
+    ExtHandshake, MetadataAssembler, MetadataMsg, PexMsg, MAX_METADATA, METADATA_PIECE,
+    UT_METADATA_ID, UT_PEX_ID,
 };
 use crate::metainfo::Info;
 use crate::storage::{Storage, StorageError};
@@ -60,6 +61,16 @@ pub struct Torrent {
     next_conn: u64,
     events: VecDeque<Event>,
     metadata: Option<MetadataAssembler>,
+    /// Who supplied each piece held in `metadata`.
+    metadata_from: Vec<Option<SocketAddr>>,
+    /// After a failed metadata hash with several suppliers, every piece comes from one peer,
+    /// `metadata_source`, so that the next failure names the culprit.
+    metadata_single: bool,
+    metadata_source: Option<ConnId>,
+    /// The suppliers of the last failed metadata: first choice as the single source.
+    metadata_suspects: Vec<SocketAddr>,
+    /// Counts `metadata_size` reports, to order them.
+    metadata_seq: u64,
     check_next: u32,
     checked: bool,
     paused: bool,
@@ -104,6 +115,11 @@ impl Torrent {
             next_conn: 1,
             events: VecDeque::new(),
             metadata: None,
+            metadata_from: Vec::new(),
+            metadata_single: false,
+            metadata_source: None,
+            metadata_suspects: Vec::new(),
+            metadata_seq: 0,
             check_next: 0,
             checked: false,
             paused: false,
@@ -144,6 +160,10 @@ impl Torrent {
         ));
         self.info = Some(info);
         self.metadata = None;
+        self.metadata_from = Vec::new();
+        self.metadata_single = false;
+        self.metadata_source = None;
+        self.metadata_suspects = Vec::new();
     }
 
     /// Gives the engine its store. Until then (a magnet waiting for metadata) no piece is
@@ -624,9 +644,13 @@ impl Torrent {
                     dropped.extend(peer.requests.drain(..).map(|(r, _)| r));
                 }
             }
-            if let Some((_, sent)) = peer.metadata_request {
+            if let Some((piece, sent)) = peer.metadata_request {
                 if now.saturating_sub(sent) > METADATA_TIMEOUT_MS {
                     peer.metadata_request = None;
+                    // A request left unanswered (a reject is marked when it arrives).
+                    if piece != u32::MAX {
+                        peer.metadata_refused = true;
+                    }
                 }
             }
         }
@@ -1001,9 +1025,15 @@ impl Torrent {
         if *strikes < STRIKES_TO_BAN {
             return;
         }
-        self.banned.insert(addr);
+        self.ban(addr);
+    }
+
+    /// Bans `addr` for sending bad data: its connections close and it is never dialled again.
+    fn ban(&mut self, addr: SocketAddr) {
+        if self.banned.insert(addr) {
+            self.events.push_back(Event::PeerBanned(addr));
+        }
         self.candidates.remove(&addr);
-        self.events.push_back(Event::PeerBanned(addr));
         let conns: Vec<ConnId> = self
             .peers
             .values()
@@ -1159,14 +1189,16 @@ impl Torrent {
                 if let Some(reqq) = hs.reqq {
                     peer.reqq = reqq.clamp(1, 2000);
                 }
+                // A later handshake without a size leaves the one reported before.
+                if let Some(size) = hs.metadata_size.filter(|&s| peer.metadata_size != Some(s)) {
+                    peer.metadata_size = Some(size);
+                    peer.metadata_size_seq = self.metadata_seq;
+                    peer.metadata_refused = false;
+                    self.metadata_seq += 1;
+                }
                 if let (Some(port), false) = (hs.p, peer.outgoing) {
                     let listen = SocketAddr::new(peer.addr.ip(), port);
                     self.add_peers(&[listen], PeerSource::Incoming);
-                }
-                if self.info.is_none() && self.metadata.is_none() {
-                    if let Some(size) = hs.metadata_size {
-                        self.metadata = MetadataAssembler::new(self.info_hash, size);
-                    }
                 }
                 self.request_metadata();
             }
@@ -1214,26 +1246,47 @@ impl Torrent {
                 if peer.metadata_request.is_some_and(|(p, _)| p == piece) {
                     // Leave the stamp in place so this peer is not asked again until it expires.
                     peer.metadata_request = Some((u32::MAX, self.now));
+                    peer.metadata_refused = true;
                 }
             }
-            MetadataMsg::Data { piece, data, .. } => {
-                if peer.metadata_request.is_some_and(|(p, _)| p == piece) {
+            MetadataMsg::Data {
+                piece,
+                total_size,
+                data,
+            } => {
+                // Only what we asked for counts, so every piece has a known supplier. Data for
+                // another size than the one being assembled is ignored: the peer may be honest
+                // and the size we follow the lie.
+                let asked = peer.metadata_request.is_some_and(|(p, _)| p == piece);
+                if asked {
                     peer.metadata_request = None;
                 }
-                let Some(assembler) = self.metadata.as_mut() else {
-                    return Ok(());
+                let addr = peer.addr;
+                let from_source = !self.metadata_single || self.metadata_source == Some(conn);
+                // A piece of the wrong length for its index is ignored too.
+                let stored = match self.metadata.as_mut() {
+                    Some(a) if asked && from_source && a.size() == total_size => {
+                        a.add(piece, &data).is_ok()
+                    }
+                    _ => false,
                 };
-                assembler.add(piece, &data).map_err(|e| e.to_string())?;
-                match assembler.finish() {
-                    Some(Ok(raw)) => match Info::from_metadata(&raw, self.info_hash) {
-                        Ok(info) => self.on_metadata(info),
-                        Err(e) => {
-                            self.metadata = None;
-                            return Err(format!("metadata rejected: {e}"));
-                        }
-                    },
-                    Some(Err(_)) => return Err("metadata does not match the info-hash".into()),
-                    None => {}
+                if stored {
+                    peer.metadata_refused = false;
+                    self.metadata_from[piece as usize] = Some(addr);
+                    match self.metadata.as_mut().and_then(MetadataAssembler::finish) {
+                        Some(Ok(raw)) => match Info::from_metadata(&raw, self.info_hash) {
+                            Ok(info) => {
+                                self.on_metadata(info);
+                                return Ok(());
+                            }
+                            Err(e) => {
+                                self.metadata = None;
+                                return Err(format!("metadata rejected: {e}"));
+                            }
+                        },
+                        Some(Err(_)) => self.metadata_failed(),
+                        None => {}
+                    }
                 }
                 self.request_metadata();
             }
@@ -1241,15 +1294,100 @@ impl Torrent {
         Ok(())
     }
 
-    /// Asks peers that offer ut_metadata for the pieces nobody is fetching yet.
+    /// The metadata pieces did not hash to the info-hash. A single supplier lied and is banned;
+    /// otherwise every piece is fetched again from one peer, so that the next failure names the
+    /// culprit. The size is chosen again from the peers still connected.
+    fn metadata_failed(&mut self) {
+        let mut suppliers: Vec<SocketAddr> = self.metadata_from.iter().flatten().copied().collect();
+        suppliers.sort();
+        suppliers.dedup();
+        self.metadata = None;
+        self.metadata_from = Vec::new();
+        self.metadata_source = None;
+        match suppliers[..] {
+            [liar] => self.ban(liar),
+            _ => {
+                self.metadata_single = true;
+                self.metadata_suspects = suppliers;
+            }
+        }
+    }
+
+    /// Whether `peer` may be asked for metadata of `size`.
+    fn metadata_eligible(peer: &Peer, size: u64, lenient: bool) -> bool {
+        peer.stage == Stage::Active
+            && peer.ext.id("ut_metadata").is_some()
+            && peer.metadata_size == Some(size)
+            && (lenient || !peer.metadata_refused)
+    }
+
+    /// The metadata size to assemble: the one most peers report, first come on ties. Peers that
+    /// refused our requests count only if no other peer reports a size (then `true`).
+    fn metadata_vote(&self) -> Option<(u64, bool)> {
+        for lenient in [false, true] {
+            // size -> (peers, first report)
+            let mut tally: BTreeMap<u64, (usize, u64)> = BTreeMap::new();
+            for peer in self.peers.values() {
+                let Some(size) = peer.metadata_size.filter(|&s| s > 0 && s <= MAX_METADATA) else {
+                    continue;
+                };
+                if !Self::metadata_eligible(peer, size, lenient) {
+                    continue;
+                }
+                let entry = tally.entry(size).or_insert((0, u64::MAX));
+                entry.0 += 1;
+                entry.1 = entry.1.min(peer.metadata_size_seq);
+            }
+            let best = tally
+                .into_iter()
+                .max_by(|a, b| a.1 .0.cmp(&b.1 .0).then(b.1 .1.cmp(&a.1 .1)));
+            if let Some((size, _)) = best {
+                return Some((size, lenient));
+            }
+        }
+        None
+    }
+
+    /// Sizes the assembler by what peers report and asks the peers that reported that size for
+    /// the pieces nobody is fetching yet (all of them from one peer after a mixed failure).
     fn request_metadata(&mut self) {
+        if self.info.is_some() {
+            return;
+        }
+        let Some((size, lenient)) = self.metadata_vote() else {
+            return;
+        };
+        if self.metadata.as_ref().is_none_or(|a| a.size() != size) {
+            self.metadata = MetadataAssembler::new(self.info_hash, size);
+            let count = self.metadata.as_ref().map_or(0, |a| a.num_pieces());
+            self.metadata_from = vec![None; count as usize];
+        }
         let Some(assembler) = self.metadata.as_ref() else {
             return;
         };
+        if self.metadata_single {
+            let valid = self
+                .metadata_source
+                .and_then(|c| self.peers.get(&c))
+                .is_some_and(|p| Self::metadata_eligible(p, size, lenient));
+            if !valid {
+                let eligible = || {
+                    self.peers
+                        .values()
+                        .filter(|p| Self::metadata_eligible(p, size, lenient))
+                };
+                self.metadata_source = eligible()
+                    .find(|p| self.metadata_suspects.contains(&p.addr))
+                    .or_else(|| eligible().next())
+                    .map(|p| p.conn);
+            }
+        }
         let now = self.now;
         let asked: HashSet<u32> = self
             .peers
             .values()
+            .filter(|p| p.metadata_size == Some(size))
+            .filter(|p| !self.metadata_single || self.metadata_source == Some(p.conn))
             .filter_map(|p| p.metadata_request.map(|(i, _)| i))
             .collect();
         let mut missing = assembler
@@ -1257,7 +1395,10 @@ impl Torrent {
             .into_iter()
             .filter(|i| !asked.contains(i));
         for peer in self.peers.values_mut() {
-            if peer.stage != Stage::Active || peer.metadata_request.is_some() {
+            if peer.metadata_request.is_some() || !Self::metadata_eligible(peer, size, lenient) {
+                continue;
+            }
+            if self.metadata_single && self.metadata_source != Some(peer.conn) {
                 continue;
             }
             let Some(id) = peer.ext.id("ut_metadata") else {
