@@ -844,7 +844,12 @@ fn arbitrary_messages_from_a_peer_never_break_the_engine_or_its_uploads() {
                 }
                 if let Event::Close { conn: c, reason } = ev {
                     if c == conn {
-                        assert!(wildness > 0, "a peer within bounds was dropped: {reason}");
+                        // A seed closes a peer that says it has every piece: both are seeds.
+                        let both_seeds = reason == "both of us are seeds";
+                        assert!(
+                            wildness > 0 || both_seeds,
+                            "a peer within bounds was dropped: {reason}"
+                        );
                         closed += 1;
                         break 'messages;
                     }
@@ -975,4 +980,63 @@ fn magnet_completes_when_a_peer_sends_bad_metadata_of_the_right_size_and_the_lia
         piece[0] ^= 1;
     }
     magnet_beats_a_metadata_liar(&data, &info, lie, false);
+}
+
+#[test]
+fn a_complete_torrent_dials_a_leecher_it_learns_of() {
+    let (data, info) = make_torrent(400_000, 16 * 1024, 9);
+    let mut net = Net::new();
+    // The leecher knows nobody: it can only be reached.
+    let store = SharedStorage(Rc::new(std::cell::RefCell::new(MemoryStorage::new(
+        info.total_length,
+    ))));
+    let mut leech = Torrent::new(
+        info.info_hash,
+        Some(info.clone()),
+        PeerId::generate(91),
+        Config::default(),
+        91,
+    );
+    leech.attach_storage(Box::new(store.clone()));
+    assert!(leech.check_existing(u32::MAX).unwrap());
+    let l = net.add(leech);
+    let s = net.add(seeder(&info, &data, 92));
+    let leech_addr = net.nodes[l].addr;
+    net.nodes[s]
+        .torrent
+        .add_peers(&[leech_addr], PeerSource::Tracker);
+    assert!(
+        net.run_until(120_000, |n| n.nodes[l].torrent.is_complete()),
+        "the seed never served the leecher"
+    );
+    assert!(store.0.borrow().data == data);
+    assert!(!net.nodes[l]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Connect { .. })));
+}
+
+#[test]
+fn a_seed_does_not_redial_a_seed() {
+    let (data, info) = make_torrent(100_000, 16 * 1024, 10);
+    let mut net = Net::new();
+    let a = net.add(seeder(&info, &data, 101));
+    let b = net.add(seeder(&info, &data, 102));
+    let b_addr = net.nodes[b].addr;
+    net.nodes[a]
+        .torrent
+        .add_peers(&[b_addr], PeerSource::Tracker);
+    net.run_until(3_600_000, |_| false);
+    let events = &net.nodes[a].events;
+    let connects = events
+        .iter()
+        .filter(|e| matches!(e, Event::Connect { .. }))
+        .count();
+    assert_eq!(connects, 1, "{events:?}");
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Close { reason, .. } if reason == "both of us are seeds"
+    )));
+    // The address is still known, only not dialled.
+    assert_eq!(net.nodes[a].torrent.stats().peers_known, 1);
 }

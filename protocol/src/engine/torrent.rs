@@ -42,6 +42,8 @@ struct Candidate {
     failures: u32,
     next_try: u64,
     in_use: bool,
+    /// Found to be a seed while we were complete: not dialled while we are.
+    seed: bool,
 }
 
 pub struct Torrent {
@@ -246,6 +248,7 @@ impl Torrent {
                 failures: 0,
                 next_try: 0,
                 in_use: false,
+                seed: false,
             });
         }
         self.maybe_connect();
@@ -539,10 +542,13 @@ impl Torrent {
 
     // ----- connections -----
 
+    /// Dials candidates while slots are free. A complete torrent dials too (a leecher may not
+    /// be reachable for incoming connections), but not the seeds it has met.
     fn maybe_connect(&mut self) {
-        if self.paused || self.is_complete() {
+        if self.paused {
             return;
         }
+        let complete = self.is_complete();
         let mut connecting = self
             .peers
             .values()
@@ -553,7 +559,7 @@ impl Torrent {
             let Some((&addr, cand)) = self
                 .candidates
                 .iter_mut()
-                .filter(|(_, c)| !c.in_use && c.next_try <= now)
+                .filter(|(_, c)| !c.in_use && c.next_try <= now && !(complete && c.seed))
                 .min_by_key(|(_, c)| c.failures)
             else {
                 break;
@@ -804,6 +810,7 @@ impl Torrent {
                             peer.useful += 1;
                         }
                         self.update_interest(conn);
+                        self.close_if_both_seeds(conn);
                     }
                 }
                 None => {
@@ -856,6 +863,7 @@ impl Torrent {
         peer.bits = bits;
         self.recount_useful(conn);
         self.update_interest(conn);
+        self.close_if_both_seeds(conn);
     }
 
     fn recount_useful(&mut self, conn: ConnId) {
@@ -1007,16 +1015,25 @@ impl Torrent {
             }
         }
         self.events.push_back(Event::Complete);
-        // Seeds have nothing to gain from other seeds.
-        let seeds: Vec<ConnId> = self
-            .peers
-            .values()
-            .filter(|p| p.is_seed())
-            .map(|p| p.conn)
-            .collect();
-        for conn in seeds {
-            self.close(conn, "both of us are seeds".into());
+        let conns: Vec<ConnId> = self.peers.keys().copied().collect();
+        for conn in conns {
+            self.close_if_both_seeds(conn);
         }
+    }
+
+    /// Seeds have nothing to gain from other seeds: while we are complete, a peer that has
+    /// every piece is closed and its address is not dialled again.
+    fn close_if_both_seeds(&mut self, conn: ConnId) {
+        let Some(peer) = self.peers.get(&conn) else {
+            return;
+        };
+        if !peer.is_seed() || !self.is_complete() {
+            return;
+        }
+        if let Some(c) = self.candidates.get_mut(&peer.addr) {
+            c.seed = true;
+        }
+        self.close(conn, "both of us are seeds".into());
     }
 
     fn strike(&mut self, addr: SocketAddr) {
