@@ -5,6 +5,11 @@
 //! id arrives, so the announce gets its own `max_tries`; a reconnect forced by an expired
 //! connection id keeps counting, so a tracker that answers connects but never announces still ends
 //! in [`TrackerError::Timeout`].
+//!
+//! A driver that still holds a connection id from an earlier exchange with the same tracker starts
+//! with [`UdpAnnounce::with_connection`] and saves a round trip. The tracker may have forgotten
+//! that id (a restart, or a shorter lifetime than ours): an error answer, or silence until the
+//! first retransmission, sends a fresh connect instead of failing.
 
 use super::{
     AnnounceEvent, AnnounceRequest, AnnounceResponse, TrackerError, MAX_PEERS_PER_RESPONSE,
@@ -15,7 +20,7 @@ const ACTION_CONNECT: u32 = 0;
 const ACTION_ANNOUNCE: u32 = 1;
 const ACTION_ERROR: u32 = 3;
 /// BEP 15: a connection id may be used for one minute after it was received.
-const CONNECTION_ID_LIFETIME_MS: u64 = 60_000;
+pub const CONNECTION_ID_LIFETIME_MS: u64 = 60_000;
 const BASE_RETRANSMIT_MS: u64 = 15_000;
 /// BEP 15 stops doubling at n = 8 (3840 s).
 const MAX_BACKOFF_EXPONENT: u32 = 8;
@@ -23,10 +28,7 @@ const MAX_BACKOFF_EXPONENT: u32 = 8;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Connecting,
-    Announcing {
-        connection_id: u64,
-        connected_at: u64,
-    },
+    Announcing,
     Done,
 }
 
@@ -37,6 +39,10 @@ pub struct UdpAnnounce {
     max_tries: u32,
     ipv6: bool,
     phase: Phase,
+    /// The connection id announces go out with, and when it was received.
+    connection: Option<(u64, u64)>,
+    /// `connection` came from an earlier exchange and this tracker has not answered it yet.
+    reused: bool,
     /// Transaction id of the request in flight; retransmissions reuse it so a late answer to an
     /// earlier copy still counts.
     txn: u32,
@@ -52,21 +58,59 @@ impl UdpAnnounce {
     /// `txn_seed` seeds the transaction ids (the crate has no randomness of its own). `max_tries`
     /// bounds retransmissions (BEP 15 allows up to 8; drivers use fewer to fail faster).
     pub fn new(req: AnnounceRequest, txn_seed: u64, max_tries: u32, now_ms: u64) -> Self {
-        let mut this = UdpAnnounce {
+        let mut this = Self::idle(req, txn_seed, max_tries);
+        this.start_connect(now_ms);
+        this
+    }
+
+    /// Like [`UdpAnnounce::new`], but announces at once with `connection_id`, received from this
+    /// tracker at `received_at_ms` (same clock as `now_ms`) by an earlier exchange; see
+    /// [`UdpAnnounce::connection`]. An id past its minute is not used: that starts with a connect.
+    pub fn with_connection(
+        req: AnnounceRequest,
+        txn_seed: u64,
+        max_tries: u32,
+        now_ms: u64,
+        connection_id: u64,
+        received_at_ms: u64,
+    ) -> Self {
+        let mut this = Self::idle(req, txn_seed, max_tries);
+        if now_ms.saturating_sub(received_at_ms) < CONNECTION_ID_LIFETIME_MS {
+            this.connection = Some((connection_id, received_at_ms));
+            this.reused = true;
+            this.ever_connected = true;
+            this.phase = Phase::Announcing;
+            this.txn = this.rng.u32(..);
+            this.send_announce(now_ms);
+        } else {
+            this.start_connect(now_ms);
+        }
+        this
+    }
+
+    fn idle(req: AnnounceRequest, txn_seed: u64, max_tries: u32) -> Self {
+        UdpAnnounce {
             req,
             rng: fastrand::Rng::with_seed(txn_seed),
             max_tries: max_tries.max(1),
             ipv6: false,
             phase: Phase::Connecting,
+            connection: None,
+            reused: false,
             txn: 0,
             tries: 0,
             ever_connected: false,
             deadline: 0,
             outgoing: None,
             result: None,
-        };
-        this.start_connect(now_ms);
-        this
+        }
+    }
+
+    /// The connection id held now and when it was received (on the `now_ms` clock), for a
+    /// driver to reuse with [`UdpAnnounce::with_connection`] within its minute. `None` while
+    /// connecting, or when the tracker refused a reused id.
+    pub fn connection(&self) -> Option<(u64, u64)> {
+        self.connection
     }
 
     /// The tracker's address is IPv6: its announce responses carry 18-byte peer entries.
@@ -91,6 +135,13 @@ impl UdpAnnounce {
             return;
         }
         match (action, self.phase) {
+            // Most likely "bad connection id": the error says nothing more reliable. Only a
+            // reused id gets this second chance, so a real refusal still ends the exchange.
+            (ACTION_ERROR, Phase::Announcing) if self.reused => {
+                self.ever_connected = false;
+                self.tries = 0;
+                self.start_connect(now_ms);
+            }
             (ACTION_ERROR, _) => {
                 let message = super::http::text(data.get(8..).unwrap_or_default());
                 self.finish(Err(TrackerError::Failure(message)));
@@ -103,14 +154,12 @@ impl UdpAnnounce {
                     self.ever_connected = true;
                     self.tries = 0;
                 }
-                self.phase = Phase::Announcing {
-                    connection_id,
-                    connected_at: now_ms,
-                };
+                self.connection = Some((connection_id, now_ms));
+                self.phase = Phase::Announcing;
                 self.txn = self.rng.u32(..);
                 self.send_announce(now_ms);
             }
-            (ACTION_ANNOUNCE, Phase::Announcing { .. }) => {
+            (ACTION_ANNOUNCE, Phase::Announcing) => {
                 if let Some(response) = self.parse_announce(data) {
                     self.finish(Ok(response));
                 }
@@ -134,14 +183,21 @@ impl UdpAnnounce {
             self.finish(Err(TrackerError::Timeout));
             return;
         }
+        let fresh = self.connection.is_some_and(|(_, received_at)| {
+            now_ms.saturating_sub(received_at) < CONNECTION_ID_LIFETIME_MS
+        });
         match self.phase {
-            Phase::Announcing { connected_at, .. }
-                if now_ms.saturating_sub(connected_at) < CONNECTION_ID_LIFETIME_MS =>
-            {
-                self.send_announce(now_ms)
-            }
+            Phase::Announcing if fresh && !self.reused => self.send_announce(now_ms),
             Phase::Connecting => self.send_connect(now_ms),
-            _ => self.start_connect(now_ms),
+            // An expired id, or a reused one met with silence (a tracker drops datagrams with
+            // an id it does not know): connect afresh. The count goes on, so a silent tracker
+            // still gives up after `max_tries`; the new id restarts it like a first connect.
+            _ => {
+                if self.reused {
+                    self.ever_connected = false;
+                }
+                self.start_connect(now_ms)
+            }
         }
     }
 
@@ -152,6 +208,8 @@ impl UdpAnnounce {
 
     fn start_connect(&mut self, now_ms: u64) {
         self.phase = Phase::Connecting;
+        self.connection = None;
+        self.reused = false;
         self.txn = self.rng.u32(..);
         self.send_connect(now_ms);
     }
@@ -165,7 +223,7 @@ impl UdpAnnounce {
     }
 
     fn send_announce(&mut self, now_ms: u64) {
-        let Phase::Announcing { connection_id, .. } = self.phase else {
+        let Some((connection_id, _)) = self.connection else {
             return;
         };
         let req = &self.req;
@@ -427,6 +485,119 @@ mod tests {
         assert_eq!(txn_of(&first), txn_of(&second));
     }
 
+    /// The tries the bridge uses: 15 s, then 30 s more, then done.
+    #[test]
+    fn two_tries_retransmit_at_15_s_then_give_up_30_s_later() {
+        let mut u = UdpAnnounce::new(request(), 10, 2, 1_000);
+        let c = u.poll_transmit().unwrap();
+        assert_eq!(u.poll_timeout(), Some(16_000));
+        u.handle_timeout(16_000);
+        assert_eq!(u.poll_transmit(), Some(c), "the connect again, 15 s later");
+        assert_eq!(u.poll_timeout(), Some(46_000), "then 30 s");
+        u.handle_timeout(45_999);
+        assert_eq!(u.poll_result(), None);
+        u.handle_timeout(46_000);
+        assert_eq!(u.poll_transmit(), None);
+        assert_eq!(u.poll_result(), Some(Err(TrackerError::Timeout)));
+        assert_eq!(u.poll_timeout(), None);
+
+        // The announce after a connect gets the same schedule.
+        let mut u = UdpAnnounce::new(request(), 11, 2, 0);
+        let a = connected(&mut u, 77, 5_000);
+        assert_eq!(u.poll_timeout(), Some(20_000));
+        u.handle_timeout(20_000);
+        assert_eq!(u.poll_transmit(), Some(a));
+        assert_eq!(u.poll_timeout(), Some(50_000));
+        u.handle_timeout(50_000);
+        assert_eq!(u.poll_result(), Some(Err(TrackerError::Timeout)));
+    }
+
+    #[test]
+    fn connection_is_the_id_and_when_it_came() {
+        let mut u = UdpAnnounce::new(request(), 12, 2, 0);
+        assert_eq!(u.connection(), None, "not connected yet");
+        let a = connected(&mut u, 0xfeed, 700);
+        assert_eq!(u.connection(), Some((0xfeed, 700)));
+        u.handle_datagram(&announce_response(txn_of(&a), &[]), 900);
+        assert!(matches!(u.poll_result(), Some(Ok(_))));
+        assert_eq!(u.connection(), Some((0xfeed, 700)), "still there when done");
+    }
+
+    #[test]
+    fn a_known_connection_skips_the_connect() {
+        let mut u = UdpAnnounce::with_connection(request(), 13, 2, 59_000, 0xabc, 0);
+        let a = u.poll_transmit().unwrap();
+        assert_eq!(a.len(), 98, "an announce first");
+        assert_eq!(be_u64(&a, 0), Some(0xabc));
+        assert_eq!(be_u32(&a, 8), Some(ACTION_ANNOUNCE));
+        assert_eq!(u.poll_timeout(), Some(74_000));
+        assert_eq!(u.connection(), Some((0xabc, 0)));
+        u.handle_datagram(&announce_response(txn_of(&a), &[1, 2, 3, 4, 0, 5]), 59_100);
+        let r = u.poll_result().unwrap().unwrap();
+        assert_eq!(r.peers, vec!["1.2.3.4:5".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(u.connection(), Some((0xabc, 0)));
+    }
+
+    #[test]
+    fn a_connection_past_its_minute_is_not_used() {
+        let mut u = UdpAnnounce::with_connection(request(), 14, 2, 60_000, 0xabc, 0);
+        assert_eq!(u.connection(), None);
+        let a = connected(&mut u, 0xdef, 60_500);
+        assert_eq!(be_u64(&a, 0), Some(0xdef));
+    }
+
+    #[test]
+    fn an_error_for_a_reused_id_connects_afresh() {
+        let mut u = UdpAnnounce::with_connection(request(), 15, 2, 1_000, 0xabc, 0);
+        let a = u.poll_transmit().unwrap();
+        let mut e = ACTION_ERROR.to_be_bytes().to_vec();
+        e.extend(txn_of(&a).to_be_bytes());
+        e.extend(b"Connection ID missmatch.");
+        u.handle_datagram(&e, 2_000);
+        assert_eq!(u.poll_result(), None, "not a failure yet");
+        assert_eq!(u.connection(), None, "the id is forgotten");
+        assert_eq!(u.poll_timeout(), Some(17_000), "a first try again");
+        let a2 = connected(&mut u, 0xdef, 2_500);
+        assert_eq!(be_u64(&a2, 0), Some(0xdef));
+        assert_eq!(u.poll_timeout(), Some(17_500));
+        // The new id came from this tracker just now: an error for it is the answer.
+        let mut e = ACTION_ERROR.to_be_bytes().to_vec();
+        e.extend(txn_of(&a2).to_be_bytes());
+        e.extend(b"unregistered torrent");
+        u.handle_datagram(&e, 3_000);
+        assert_eq!(
+            u.poll_result(),
+            Some(Err(TrackerError::Failure("unregistered torrent".into())))
+        );
+        assert_eq!(u.connection(), Some((0xdef, 2_500)));
+    }
+
+    #[test]
+    fn silence_for_a_reused_id_connects_afresh_within_the_tries() {
+        let mut u = UdpAnnounce::with_connection(request(), 16, 2, 0, 0xabc, 0);
+        assert_eq!(u.poll_transmit().unwrap().len(), 98);
+        u.handle_timeout(15_000);
+        let c = u.poll_transmit().unwrap();
+        assert_eq!(c.len(), 16, "the retransmission is a connect");
+        assert_eq!(u.connection(), None);
+        assert_eq!(u.poll_timeout(), Some(45_000), "still 15 s then 30 s");
+        // Answered: the new id's announce gets the full tries, as after a first connect.
+        u.handle_datagram(&connect_response(txn_of(&c), 0xdef), 20_000);
+        let a = u.poll_transmit().unwrap();
+        assert_eq!(be_u64(&a, 0), Some(0xdef));
+        assert_eq!(u.poll_timeout(), Some(35_000));
+        u.handle_timeout(35_000);
+        assert_eq!(u.poll_transmit(), Some(a));
+        u.handle_timeout(65_000);
+        assert_eq!(u.poll_result(), Some(Err(TrackerError::Timeout)));
+
+        // Never answered: done at 45 s like any silent tracker.
+        let mut u = UdpAnnounce::with_connection(request(), 17, 2, 0, 0xabc, 0);
+        u.handle_timeout(15_000);
+        u.handle_timeout(45_000);
+        assert_eq!(u.poll_result(), Some(Err(TrackerError::Timeout)));
+    }
+
     #[test]
     fn expired_connection_id_reconnects() {
         let mut u = UdpAnnounce::new(request(), 7, 8, 0);
@@ -482,7 +653,11 @@ mod tests {
     fn garbage_never_panics() {
         let mut rng = fastrand::Rng::with_seed(9);
         for _ in 0..2000 {
-            let mut u = UdpAnnounce::new(request(), rng.u64(..), 2, 0);
+            let mut u = if rng.bool() {
+                UdpAnnounce::new(request(), rng.u64(..), 2, 0)
+            } else {
+                UdpAnnounce::with_connection(request(), rng.u64(..), 2, 0, 1, 0)
+            };
             let c = u.poll_transmit().unwrap();
             let mut d = connect_response(txn_of(&c), 1);
             d.truncate(rng.usize(..=d.len()));
