@@ -6,6 +6,7 @@
 
 mod bitfield;
 mod choker;
+mod close;
 mod peer;
 mod picker;
 mod rate;
@@ -14,6 +15,7 @@ mod tests;
 mod torrent;
 
 pub use bitfield::Bitfield;
+pub use close::CloseReason;
 pub use torrent::Torrent;
 
 use std::net::SocketAddr;
@@ -87,7 +89,7 @@ pub enum Event {
     /// Close this connection; the engine has already forgotten it.
     Close {
         conn: ConnId,
-        reason: String,
+        reason: CloseReason,
     },
     /// A magnet's metadata arrived and matched the info-hash: `info()` is now set, and the driver
     /// should `attach_storage`.

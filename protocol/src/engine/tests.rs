@@ -845,7 +845,7 @@ fn arbitrary_messages_from_a_peer_never_break_the_engine_or_its_uploads() {
                 if let Event::Close { conn: c, reason } = ev {
                     if c == conn {
                         // A seed closes a peer that says it has every piece: both are seeds.
-                        let both_seeds = reason == "both of us are seeds";
+                        let both_seeds = reason == CloseReason::BothSeeds;
                         assert!(
                             wildness > 0 || both_seeds,
                             "a peer within bounds was dropped: {reason}"
@@ -947,7 +947,7 @@ fn magnet_beats_a_metadata_liar(data: &[u8], info: &Info, lie: Vec<u8>, liar_alo
     for e in events {
         if let Event::Close { conn, reason } = e {
             if honest_conns.contains(conn) {
-                assert_eq!(reason.to_string(), "both of us are seeds");
+                assert_eq!(*reason, CloseReason::BothSeeds);
             }
         }
     }
@@ -1035,7 +1035,7 @@ fn a_seed_does_not_redial_a_seed() {
     assert_eq!(connects, 1, "{events:?}");
     assert!(events.iter().any(|e| matches!(
         e,
-        Event::Close { reason, .. } if reason == "both of us are seeds"
+        Event::Close { reason, .. } if *reason == CloseReason::BothSeeds
     )));
     // The address is still known, only not dialled.
     assert_eq!(net.nodes[a].torrent.stats().peers_known, 1);

@@ -5,7 +5,7 @@
 use super::peer::{Peer, Stage};
 use super::picker::Picker;
 use super::rate::RateMeter;
-use super::{Config, ConnId, Event, PeerInfo, PeerSource, Stats};
+use super::{CloseReason, Config, ConnId, Event, PeerInfo, PeerSource, Stats};
 use crate::extension::MetadataAssembler;
 use crate::metainfo::Info;
 use crate::storage::{Storage, StorageError};
@@ -290,7 +290,7 @@ impl Torrent {
                     }
                 }
                 Ok(None) => return,
-                Err(e) => return self.close(conn, e.to_string()),
+                Err(e) => return self.close(conn, CloseReason::protocol(e)),
             }
         }
         loop {
@@ -307,7 +307,7 @@ impl Torrent {
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return self.close(conn, e.to_string()),
+                Err(e) => return self.close(conn, CloseReason::protocol(e)),
             }
         }
         self.fill_requests(conn);
@@ -511,7 +511,7 @@ impl Torrent {
         self.paused = true;
         let conns: Vec<ConnId> = self.peers.keys().copied().collect();
         for conn in conns {
-            self.close(conn, "paused".into());
+            self.close(conn, CloseReason::Paused);
         }
         if let Some(p) = self.picker.as_mut() {
             p.clear_partials();

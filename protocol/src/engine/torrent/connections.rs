@@ -2,7 +2,7 @@
 
 use super::Torrent;
 use crate::engine::peer::{Peer, Stage};
-use crate::engine::{ConnId, Event};
+use crate::engine::{CloseReason, ConnId, Event};
 use crate::storage::StorageError;
 use crate::wire::Message;
 use std::net::SocketAddr;
@@ -86,7 +86,7 @@ impl Torrent {
         Some(peer)
     }
 
-    pub(super) fn close(&mut self, conn: ConnId, reason: String) {
+    pub(super) fn close(&mut self, conn: ConnId, reason: CloseReason) {
         if self.remove_peer(conn).is_some() {
             self.events.push_back(Event::Close { conn, reason });
         }
@@ -100,15 +100,15 @@ impl Torrent {
             let idle = now.saturating_sub(peer.last_recv);
             match peer.stage {
                 Stage::Connecting if now.saturating_sub(peer.connected_at) > CONNECT_TIMEOUT_MS => {
-                    to_close.push((peer.conn, "connect timed out".to_string()));
+                    to_close.push((peer.conn, CloseReason::ConnectTimedOut));
                     continue;
                 }
                 Stage::Handshake if idle > HANDSHAKE_TIMEOUT_MS => {
-                    to_close.push((peer.conn, "handshake timed out".to_string()));
+                    to_close.push((peer.conn, CloseReason::HandshakeTimedOut));
                     continue;
                 }
                 Stage::Active if idle > self.config.peer_timeout_ms => {
-                    to_close.push((peer.conn, "timed out".to_string()));
+                    to_close.push((peer.conn, CloseReason::TimedOut));
                     continue;
                 }
                 _ => {}
@@ -160,7 +160,7 @@ impl Torrent {
         if let Some(c) = self.candidates.get_mut(&peer.addr) {
             c.seed = true;
         }
-        self.close(conn, "both of us are seeds".into());
+        self.close(conn, CloseReason::BothSeeds);
     }
 
     pub(super) fn strike(&mut self, addr: SocketAddr) {
@@ -188,7 +188,7 @@ impl Torrent {
             if let Some(id) = self.peers.get(&conn).and_then(|p| p.peer_id) {
                 self.banned_ids.insert(id.0);
             }
-            self.close(conn, "banned: sent bad data".into());
+            self.close(conn, CloseReason::Banned);
         }
     }
 

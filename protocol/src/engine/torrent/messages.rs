@@ -4,7 +4,7 @@ use super::Torrent;
 use crate::engine::bitfield::Bitfield;
 use crate::engine::peer::Stage;
 use crate::engine::picker::Picker;
-use crate::engine::ConnId;
+use crate::engine::{CloseReason, ConnId};
 use crate::extension::{ExtHandshake, UT_METADATA_ID, UT_PEX_ID};
 use crate::wire::{BlockRequest, Handshake, Message};
 use bytes::Bytes;
@@ -13,9 +13,9 @@ use bytes::Bytes;
 const MAX_EARLY_HAVES: usize = 100_000;
 
 impl Torrent {
-    pub(super) fn on_handshake(&mut self, conn: ConnId, hs: Handshake) -> Result<(), String> {
+    pub(super) fn on_handshake(&mut self, conn: ConnId, hs: Handshake) -> Result<(), CloseReason> {
         if hs.info_hash != self.info_hash {
-            return Err("handshake for another torrent".into());
+            return Err(CloseReason::OtherTorrent);
         }
         if hs.peer_id == self.peer_id {
             let addr = self.peers.get(&conn).map(|p| p.addr);
@@ -23,17 +23,17 @@ impl Torrent {
                 self.self_addrs.insert(addr);
                 self.candidates.remove(&addr);
             }
-            return Err("connected to ourselves".into());
+            return Err(CloseReason::Ourselves);
         }
         if self.banned_ids.contains(&hs.peer_id.0) {
-            return Err("banned peer".into());
+            return Err(CloseReason::BannedPeerId);
         }
         if self
             .peers
             .values()
             .any(|p| p.conn != conn && p.peer_id == Some(hs.peer_id))
         {
-            return Err("already connected to this peer".into());
+            return Err(CloseReason::AlreadyConnected);
         }
         let our_handshake = Handshake::new(self.info_hash, self.peer_id).encode();
         let ext = hs.supports_extensions().then(|| self.ext_handshake(conn));
@@ -109,7 +109,7 @@ impl Torrent {
         self.info.as_ref().is_some_and(|i| i.private)
     }
 
-    pub(super) fn on_message(&mut self, conn: ConnId, msg: Message) -> Result<(), String> {
+    pub(super) fn on_message(&mut self, conn: ConnId, msg: Message) -> Result<(), CloseReason> {
         let n = self.picker.as_ref().map(Picker::num_pieces);
         let Some(peer) = self.peers.get_mut(&conn) else {
             return Ok(());
@@ -140,7 +140,11 @@ impl Torrent {
             }
             Message::NotInterested => peer.peer_interested = false,
             Message::Have(i) => match n {
-                Some(n) if i >= n => return Err(format!("have for piece {i} of {n}")),
+                Some(n) if i >= n => {
+                    return Err(CloseReason::protocol(format_args!(
+                        "have for piece {i} of {n}"
+                    )))
+                }
                 Some(_) => {
                     if peer.bits.set(i) {
                         let picker = self.picker.as_mut().expect("piece count known");
@@ -154,14 +158,15 @@ impl Torrent {
                 }
                 None => {
                     if peer.early_haves.len() >= MAX_EARLY_HAVES {
-                        return Err("too many have messages".into());
+                        return Err(CloseReason::protocol("too many have messages"));
                     }
                     peer.early_haves.push(i);
                 }
             },
             Message::Bitfield(bits) => match n {
                 Some(n) => {
-                    let bits = Bitfield::from_wire(&bits, n).ok_or("malformed bitfield")?;
+                    let bits = Bitfield::from_wire(&bits, n)
+                        .ok_or_else(|| CloseReason::protocol("malformed bitfield"))?;
                     self.set_peer_bits(conn, bits);
                 }
                 None => peer.early_bitfield = Some(bits),

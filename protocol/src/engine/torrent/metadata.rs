@@ -4,7 +4,7 @@ use super::Torrent;
 use crate::engine::bitfield::Bitfield;
 use crate::engine::peer::{Peer, Stage};
 use crate::engine::picker::Picker;
-use crate::engine::{ConnId, Event, PeerSource};
+use crate::engine::{CloseReason, ConnId, Event, PeerSource};
 use crate::extension::{
     ExtHandshake, MetadataAssembler, MetadataMsg, PexMsg, MAX_METADATA, METADATA_PIECE,
     UT_METADATA_ID, UT_PEX_ID,
@@ -21,10 +21,10 @@ impl Torrent {
         conn: ConnId,
         id: u8,
         payload: Bytes,
-    ) -> Result<(), String> {
+    ) -> Result<(), CloseReason> {
         match id {
             0 => {
-                let hs = ExtHandshake::decode(&payload).map_err(|e| e.to_string())?;
+                let hs = ExtHandshake::decode(&payload).map_err(CloseReason::protocol)?;
                 let Some(peer) = self.peers.get_mut(&conn) else {
                     return Ok(());
                 };
@@ -49,12 +49,12 @@ impl Torrent {
                 self.request_metadata();
             }
             UT_METADATA_ID => {
-                let msg = MetadataMsg::decode(&payload).map_err(|e| e.to_string())?;
+                let msg = MetadataMsg::decode(&payload).map_err(CloseReason::protocol)?;
                 self.on_metadata_msg(conn, msg)?;
             }
             // Private torrents (BEP 27) take peers from their trackers only.
             UT_PEX_ID if !self.is_private() => {
-                let pex = PexMsg::decode(&payload).map_err(|e| e.to_string())?;
+                let pex = PexMsg::decode(&payload).map_err(CloseReason::protocol)?;
                 self.add_peers(&pex.added, PeerSource::Pex);
             }
             _ => {}
@@ -62,7 +62,11 @@ impl Torrent {
         Ok(())
     }
 
-    pub(super) fn on_metadata_msg(&mut self, conn: ConnId, msg: MetadataMsg) -> Result<(), String> {
+    pub(super) fn on_metadata_msg(
+        &mut self,
+        conn: ConnId,
+        msg: MetadataMsg,
+    ) -> Result<(), CloseReason> {
         let Some(peer) = self.peers.get_mut(&conn) else {
             return Ok(());
         };
@@ -127,7 +131,9 @@ impl Torrent {
                             }
                             Err(e) => {
                                 self.metadata = None;
-                                return Err(format!("metadata rejected: {e}"));
+                                return Err(CloseReason::protocol(format_args!(
+                                    "metadata rejected: {e}"
+                                )));
                             }
                         },
                         Some(Err(_)) => self.metadata_failed(),
@@ -277,7 +283,7 @@ impl Torrent {
                 match Bitfield::from_wire(&raw, n) {
                     Some(b) => b,
                     None => {
-                        self.close(conn, "malformed bitfield".into());
+                        self.close(conn, CloseReason::protocol("malformed bitfield"));
                         continue;
                     }
                 }
@@ -286,7 +292,10 @@ impl Torrent {
             };
             for i in std::mem::take(&mut peer.early_haves) {
                 if i >= n {
-                    self.close(conn, format!("have for piece {i} of {n}"));
+                    self.close(
+                        conn,
+                        CloseReason::protocol(format_args!("have for piece {i} of {n}")),
+                    );
                     break;
                 }
                 bits.set(i);

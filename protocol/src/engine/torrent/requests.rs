@@ -4,7 +4,7 @@ use super::Torrent;
 use crate::engine::peer::{Peer, Stage};
 use crate::engine::picker::{BlockOutcome, Picker, PieceOutcome};
 use crate::engine::rate::RateMeter;
-use crate::engine::{ConnId, Event};
+use crate::engine::{CloseReason, ConnId, Event};
 use crate::storage::{Storage, StorageError};
 use crate::wire::{BlockRequest, Message};
 use bytes::Bytes;
@@ -15,20 +15,26 @@ const UPLOAD_WINDOW: usize = 1 << 20;
 const MAX_REQUEST_LEN: u32 = 128 * 1024;
 
 impl Torrent {
-    pub(super) fn on_request(&mut self, conn: ConnId, req: BlockRequest) -> Result<(), String> {
+    pub(super) fn on_request(
+        &mut self,
+        conn: ConnId,
+        req: BlockRequest,
+    ) -> Result<(), CloseReason> {
         let max_queue = self.config.max_incoming_requests as usize;
         let Some(peer) = self.peers.get_mut(&conn) else {
             return Ok(());
         };
         let Some(picker) = self.picker.as_ref() else {
-            return Err("request before we have metadata".into());
+            return Err(CloseReason::protocol("request before we have metadata"));
         };
         if req.index >= picker.num_pieces()
             || req.length == 0
             || req.length > MAX_REQUEST_LEN
             || req.begin as u64 + req.length as u64 > picker.piece_size(req.index) as u64
         {
-            return Err(format!("invalid request {req:?}"));
+            return Err(CloseReason::protocol(format_args!(
+                "invalid request {req:?}"
+            )));
         }
         let servable = picker.has(req.index) && !peer.am_choking && peer.incoming.len() < max_queue;
         if servable && self.storage.is_some() {
@@ -45,7 +51,7 @@ impl Torrent {
         index: u32,
         begin: u32,
         data: Bytes,
-    ) -> Result<(), String> {
+    ) -> Result<(), CloseReason> {
         let now = self.now;
         let Some(peer) = self.peers.get_mut(&conn) else {
             return Ok(());
