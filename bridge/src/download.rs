@@ -1,13 +1,12 @@
 //! `bridge download`: a .torrent or a magnet into a folder.
 
-use crate::file_storage::Access;
-use crate::session::{self, Mode, Options, Session};
+use crate::session::{self, Driver, Mode, Options};
 use crate::UsageError;
 use anyhow::Result;
-use protocol::engine::{Config, Torrent};
+use protocol::engine::PeerSource;
 use protocol::magnet::Magnet;
 use protocol::metainfo::{Info, Metainfo};
-use protocol::{InfoHash, PeerId};
+use protocol::InfoHash;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,9 +32,10 @@ pub struct DownloadArgs {
     /// An extra peer to connect to (repeatable).
     #[arg(long = "peer", value_name = "IP:PORT")]
     pub peers: Vec<SocketAddr>,
-    /// Fail when no peer is reachable or nothing arrives for this many seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    pub timeout: u64,
+    /// Give up when the download has not moved for this many seconds (default: keep trying,
+    /// re-announcing as the trackers allow).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
 }
 
 /// What the source names.
@@ -44,6 +44,7 @@ struct Source {
     info: Option<Info>,
     trackers: Vec<Vec<String>>,
     peers: Vec<SocketAddr>,
+    name: Option<String>,
 }
 
 fn load(source: &str) -> Result<Source, UsageError> {
@@ -58,6 +59,7 @@ fn load(source: &str) -> Result<Source, UsageError> {
             info: None,
             trackers: m.trackers.into_iter().map(|t| vec![t]).collect(),
             peers: m.peers,
+            name: m.name,
         });
     }
     let path = Path::new(source);
@@ -70,42 +72,35 @@ fn load(source: &str) -> Result<Source, UsageError> {
         info: Some(meta.info),
         trackers: meta.trackers,
         peers: Vec::new(),
+        name: None,
     })
 }
 
 pub async fn run(args: DownloadArgs) -> Result<()> {
     let src = load(&args.source)?;
     let listener = session::listen(args.bind, args.port).await?;
-    let port = listener.local_addr()?.port();
-    let peer_id = PeerId::generate(crate::random_seed());
-    let config = Config {
-        listen_port: Some(port),
-        ..Config::default()
-    };
-    let torrent = Torrent::new(
-        src.info_hash,
-        src.info,
-        peer_id,
-        config,
-        crate::random_seed(),
-    );
+    let mut peers: Vec<(SocketAddr, PeerSource)> = args
+        .peers
+        .iter()
+        .map(|&a| (a, PeerSource::Manual))
+        .collect();
+    peers.extend(src.peers.iter().map(|&a| (a, PeerSource::Magnet)));
     let opts = Options {
+        info_hash: src.info_hash,
+        info: src.info,
+        name: src.name,
         output: args.output,
-        access: Access::ReadWrite,
         trackers: src.trackers,
-        manual_peers: args.peers,
-        magnet_peers: src.peers,
-        peer_id,
+        peers,
         mode: Mode::Download {
             seed_after: args.seed,
-            timeout: Duration::from_secs(args.timeout),
+            timeout: args.timeout.map(Duration::from_secs),
         },
         show_progress: true,
     };
-    let mut session = Session::new(torrent, listener, opts)?;
-    tracing::info!("listening for peers on {}", session.listen_addr());
-    session.prepare()?;
-    session.run().await
+    let driver = Driver::new(listener, opts)?;
+    tracing::info!("listening for peers on {}", driver.listen_addr());
+    driver.run().await
 }
 
 #[cfg(test)]

@@ -119,7 +119,7 @@ mod tests {
         assert_eq!(a.port, 6881);
         assert!(!a.seed);
         assert!(a.peers.is_empty());
-        assert_eq!(a.timeout, 60);
+        assert_eq!(a.timeout, None);
 
         let cli = Cli::try_parse_from([
             "bridge",
@@ -147,7 +147,7 @@ mod tests {
         assert_eq!(a.port, 0);
         assert!(a.seed);
         assert_eq!(a.peers.len(), 2);
-        assert_eq!(a.timeout, 5);
+        assert_eq!(a.timeout, Some(5));
     }
 
     #[test]

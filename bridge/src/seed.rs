@@ -177,7 +177,8 @@ pub async fn run(args: SeedArgs) -> Result<()> {
     let listener = session::listen(args.bind, args.port).await?;
     let port = listener.local_addr()?.port();
     let info_hash = info.info_hash;
-    let session = session::seeding(info, listener, tree.parent.clone(), tiers, true)?;
+    let mut session = session::seeding(info, listener, tree.parent.clone(), tiers, true)?;
+    session.prepare()?;
 
     let magnet = Magnet {
         info_hash,

@@ -1,17 +1,19 @@
-//! The tokio driver of one `Torrent`.
+//! The tokio driver of the client session (`protocol::client::Session`): it moves bytes between
+//! sockets and the session, opens files, performs announces and keeps the clock. Every decision
+//! (whom to dial, when to announce, what a status means) is the session's.
 //!
-//! The engine is not `Send` (its store is a plain `Box<dyn Storage>`), so it lives in the future
+//! The session is not `Send` (its stores are plain `Box<dyn Storage>`), so it lives in the future
 //! the runtime blocks on, and everything that waits on the network runs as tasks on the worker
 //! threads: one reader and one writer per connection, connects, the listener, announces. They
-//! talk to the engine through channels:
+//! talk to the loop through channels:
 //! - readers send `(ConnId, Bytes)` through one bounded channel shared by all connections, so a
 //!   fast swarm cannot outrun hashing and disk (memory stays bounded);
 //! - everything else (connects, accepts, flushed byte counts, announces) goes through an unbounded
-//!   control channel whose traffic is bounded by what the engine itself started, so a writer never
-//!   waits on the engine while the engine waits on it.
+//!   control channel whose traffic is bounded by what the session itself started, so a writer
+//!   never waits on the loop while the loop waits on it.
 //!
 //! Outgoing bytes are coalesced per connection in `pending` and handed to the writer when its
-//! small queue has room: the engine never blocks on a slow peer, and a peer that stops reading is
+//! small queue has room: the loop never blocks on a slow peer, and a peer that stops reading is
 //! dropped once `MAX_PENDING` bytes pile up.
 
 use crate::file_storage::{Access, FileStorage};
@@ -19,11 +21,10 @@ use crate::progress::Progress;
 use crate::tracker_client;
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::{Bytes, BytesMut};
-use protocol::engine::{ConnId, Event, PeerSource, Torrent};
-use protocol::tracker::{
-    AnnounceEvent, AnnounceRequest, AnnounceResponse, Announcer, TrackerError,
-};
-use protocol::PeerId;
+use protocol::client::{Action, AddTorrent, Config, Event, Prefill, Session};
+use protocol::engine::{ConnId, PeerSource};
+use protocol::metainfo::Info;
+use protocol::{InfoHash, PeerId};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -32,43 +33,47 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
+use tokio::task::{AbortHandle, JoinSet};
 use tracing::{debug, info, warn};
 
 /// Bytes a reader asks the socket for at once.
 const READ_BUF: usize = 64 * 1024;
-/// Read chunks waiting for the engine, all connections together (at most ~4 MiB).
+/// Read chunks waiting for the loop, all connections together (at most ~4 MiB).
 const READ_QUEUE: usize = 64;
 /// Coalesced buffers waiting for one connection's writer.
 const WRITE_QUEUE: usize = 2;
 /// Unsent bytes for one peer beyond which it is considered stuck and dropped.
 const MAX_PENDING: usize = 16 << 20;
-/// Read chunks handled per wake-up before the engine's output is flushed.
+/// Read chunks handled per wake-up before the session's output is flushed.
 const READ_BATCH: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Shutdown waits this long for the `stopped` announce.
+/// Shutdown waits this long for the `stopped` announces.
 const STOP_ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Pieces hashed per loop turn while a magnet's resume check runs beside the network.
-const CHECK_BATCH: u32 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Download; then exit, or keep serving with `seed_after`. Fails when nothing moves for
-    /// `timeout`.
-    Download { seed_after: bool, timeout: Duration },
-    /// Serve the data on disk until a signal.
+    /// Download; then exit, or keep serving with `seed_after`. With `timeout`, fails when the
+    /// download does not move for that long.
+    Download {
+        seed_after: bool,
+        timeout: Option<Duration>,
+    },
+    /// Serve the data on disk (just hashed into the torrent) until a signal.
     Seed,
 }
 
+/// What to download or seed, and how.
 pub struct Options {
+    pub info_hash: InfoHash,
+    /// `None` for a magnet.
+    pub info: Option<Info>,
+    /// A display name until the metadata comes (a magnet's `dn`).
+    pub name: Option<String>,
     /// Folder the torrent's file paths are relative to.
     pub output: PathBuf,
-    pub access: Access,
     pub trackers: Vec<Vec<String>>,
     /// Addresses given by the user (`--peer`) and by a magnet (`x.pe`).
-    pub manual_peers: Vec<SocketAddr>,
-    pub magnet_peers: Vec<SocketAddr>,
-    pub peer_id: PeerId,
+    pub peers: Vec<(SocketAddr, PeerSource)>,
     pub mode: Mode,
     /// False where another interface shows the progress (`serve --demo`: the page).
     pub show_progress: bool,
@@ -77,41 +82,26 @@ pub struct Options {
 /// A session seeding `info`, whose files lie under `root` and were just hashed into `info` by
 /// the caller (so nothing is checked again).
 pub fn seeding(
-    info: protocol::metainfo::Info,
+    info: Info,
     listener: TcpListener,
     root: PathBuf,
     trackers: Vec<Vec<String>>,
     show_progress: bool,
-) -> Result<Session> {
-    let port = listener.local_addr()?.port();
-    let peer_id = PeerId::generate(crate::random_seed());
-    let config = protocol::engine::Config {
-        listen_port: Some(port),
-        ..Default::default()
-    };
-    let torrent = Torrent::new(
-        info.info_hash,
-        Some(info),
-        peer_id,
-        config,
-        crate::random_seed(),
-    );
+) -> Result<Driver> {
     let opts = Options {
+        info_hash: info.info_hash,
+        info: Some(info),
+        name: None,
         output: root,
-        access: Access::ReadOnly,
         trackers,
-        manual_peers: Vec::new(),
-        magnet_peers: Vec::new(),
-        peer_id,
+        peers: Vec::new(),
         mode: Mode::Seed,
         show_progress,
     };
-    let mut session = Session::new(torrent, listener, opts)?;
-    session.prepare()?;
-    Ok(session)
+    Driver::new(listener, opts)
 }
 
-/// Binds the peer listener. Done before the engine exists because its `Config` wants the port.
+/// Binds the peer listener. Done before the session exists because it announces the port.
 pub async fn listen(bind: IpAddr, port: u16) -> Result<TcpListener> {
     TcpListener::bind((bind, port))
         .await
@@ -130,7 +120,10 @@ enum Ctl {
     Incoming(TcpStream, SocketAddr),
     Sent(ConnId, usize),
     WriteFailed(ConnId, String),
-    Announced(String, Result<AnnounceResponse, TrackerError>),
+    Announced(
+        String,
+        Result<protocol::tracker::AnnounceResponse, protocol::tracker::TrackerError>,
+    ),
 }
 
 struct Conn {
@@ -166,9 +159,12 @@ enum Wake {
     Signal(&'static str),
 }
 
-pub struct Session {
-    torrent: Torrent,
-    opts: Options,
+pub struct Driver {
+    session: Session,
+    id: InfoHash,
+    output: PathBuf,
+    mode: Mode,
+    show_progress: bool,
     listener: Option<TcpListener>,
     listen_addr: SocketAddr,
     epoch: Instant,
@@ -177,56 +173,60 @@ pub struct Session {
     data_rx: mpsc::Receiver<ReadMsg>,
     ctl_tx: mpsc::UnboundedSender<Ctl>,
     ctl_rx: mpsc::UnboundedReceiver<Ctl>,
-    announcer: Announcer,
-    announcing: bool,
-    tracker_key: u32,
-    storage_attached: bool,
-    /// A resume check runs in slices beside the network (a magnet whose metadata just came).
-    checking: bool,
     progress: Progress,
     /// Start of the transfer, for the `complete:` line.
     started: Instant,
-    /// Last time bytes moved or metadata arrived, and what had moved then.
-    last_progress: Instant,
-    progress_mark: (u64, u64, bool),
-    ever_connected: bool,
     complete_reported: bool,
 }
 
-impl Session {
-    pub fn new(torrent: Torrent, listener: TcpListener, opts: Options) -> Result<Self> {
+impl Driver {
+    pub fn new(listener: TcpListener, opts: Options) -> Result<Self> {
         let listen_addr = listener
             .local_addr()
             .context("listener has no local address")?;
+        let config = Config {
+            listen: Some(listen_addr),
+            ..Config::default()
+        };
+        let mut session = Session::new(
+            config,
+            PeerId::generate(crate::random_seed()),
+            crate::random_seed(),
+        );
+        let epoch = Instant::now();
+        let add = AddTorrent {
+            info_hash: opts.info_hash,
+            info: opts.info,
+            trackers: opts.trackers,
+            peers: opts.peers,
+            name: opts.name,
+            paused: false,
+        };
+        let id = session
+            .add(0, add)
+            .map_err(|e| anyhow!("cannot add the torrent: {e}"))?;
         let (data_tx, data_rx) = mpsc::channel(READ_QUEUE);
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
-        let announcer = Announcer::new(opts.trackers.clone(), crate::random_seed());
         let progress = match opts.show_progress {
             true => Progress::new(),
             false => Progress::hidden(),
         };
-        let now = Instant::now();
-        Ok(Session {
-            torrent,
-            opts,
+        Ok(Driver {
+            session,
+            id,
+            output: opts.output,
+            mode: opts.mode,
+            show_progress: opts.show_progress,
             listener: Some(listener),
             listen_addr,
-            epoch: now,
+            epoch,
             conns: HashMap::new(),
             data_tx,
             data_rx,
             ctl_tx,
             ctl_rx,
-            announcer,
-            announcing: false,
-            tracker_key: fastrand::u32(..),
-            storage_attached: false,
-            checking: false,
             progress,
-            started: now,
-            last_progress: now,
-            progress_mark: (0, 0, false),
-            ever_connected: false,
+            started: epoch,
             complete_reported: false,
         })
     }
@@ -235,78 +235,14 @@ impl Session {
         self.listen_addr
     }
 
-    /// Attaches the file store and checks what is already on disk, printing the `resume:` line.
-    /// Without metadata yet (a magnet) this waits for `Event::MetadataReceived`.
-    pub fn prepare(&mut self) -> Result<()> {
-        if self.torrent.info().is_some() && !self.storage_attached {
-            if self.attach_storage()? {
-                while !self
-                    .torrent
-                    .check_existing(64)
-                    .context("resume check failed")?
-                {}
-            }
-            self.report_resume();
-        }
-        Ok(())
-    }
-
-    /// Returns true when the data on disk still has to be checked. Nothing is hashed for files
-    /// just created, nor for a seed whose torrent was just built from these very files.
-    fn attach_storage(&mut self) -> Result<bool> {
-        let info = self
-            .torrent
-            .info()
-            .ok_or_else(|| anyhow!("no metadata to store"))?;
-        let pieces = info.num_pieces() as usize;
-        let storage =
-            FileStorage::new(&self.opts.output, info, self.opts.access).with_context(|| {
-                format!("cannot prepare files under {}", self.opts.output.display())
-            })?;
-        let trusted = match self.opts.mode {
-            Mode::Seed => Some(true),
-            _ if storage.is_fresh() => Some(false),
-            _ => None,
-        };
-        self.torrent.attach_storage(Box::new(storage));
-        self.storage_attached = true;
-        if let Some(have) = trusted {
-            self.torrent.assume_checked(&vec![have; pieces]);
-        }
-        Ok(trusted.is_none())
-    }
-
-    fn report_resume(&mut self) {
-        if self.opts.show_progress {
-            let st = self.torrent.stats();
-            println!(
-                "resume: {}/{} pieces verified on disk",
-                st.pieces_have, st.pieces_total
-            );
-        }
-        self.started = Instant::now();
-        self.last_progress = self.started;
-    }
-
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    fn is_self(&self, a: SocketAddr) -> bool {
-        let ip = a.ip();
-        a.port() == self.listen_addr.port()
-            && (ip.is_loopback() || ip.is_unspecified() || ip == self.listen_addr.ip())
-    }
-
-    fn add_peers(&mut self, addrs: &[SocketAddr], source: PeerSource) {
-        let list: Vec<SocketAddr> = addrs
-            .iter()
-            .copied()
-            .filter(|&a| !self.is_self(a))
-            .collect();
-        if !list.is_empty() {
-            self.torrent.add_peers(&list, source);
-        }
+    /// Opens the data and does what needs no network, so that a seed's `resume:` line comes
+    /// before anything its caller prints.
+    pub fn prepare(&mut self) -> Result<()> {
+        self.flush().map(|_| ())
     }
 
     /// Runs until the download completes (without `seed_after`), a signal, or a failure.
@@ -314,11 +250,6 @@ impl Session {
         if let Some(listener) = self.listener.take() {
             tokio::spawn(accept_loop(listener, self.ctl_tx.clone()));
         }
-        let manual = std::mem::take(&mut self.opts.manual_peers);
-        let magnet = std::mem::take(&mut self.opts.magnet_peers);
-        self.add_peers(&manual, PeerSource::Manual);
-        self.add_peers(&magnet, PeerSource::Magnet);
-
         let result = self.event_loop().await;
         self.progress.finish();
         self.conns.clear();
@@ -335,20 +266,13 @@ impl Session {
         tokio::pin!(ctrl_c);
 
         loop {
-            if self.flush_engine()? {
+            if self.flush()? {
                 return Ok(());
             }
-            self.start_announce();
-
-            let deadline = if self.checking {
-                Some(self.epoch)
-            } else {
-                [self.torrent.poll_timeout(), self.announcer.poll_timeout()]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .map(|ms| self.epoch + Duration::from_millis(ms))
-            };
+            let deadline = self
+                .session
+                .poll_timeout()
+                .map(|ms| self.epoch + Duration::from_millis(ms));
             let timer = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -367,8 +291,8 @@ impl Session {
             match wake {
                 Wake::Signal(what) => {
                     info!("{what}: shutting down");
-                    return match self.opts.mode {
-                        Mode::Download { .. } if !self.torrent_complete() => {
+                    return match self.mode {
+                        Mode::Download { .. } if !self.session.is_complete(self.id) => {
                             Err(anyhow!("{what} before the download completed"))
                         }
                         _ => Ok(()),
@@ -390,36 +314,28 @@ impl Session {
                 }
             }
             let now = self.now_ms();
-            if self.torrent.poll_timeout().is_some_and(|t| t <= now) {
-                self.torrent.handle_timeout(now);
-            }
-            if self.checking
-                && self
-                    .torrent
-                    .check_existing(CHECK_BATCH)
-                    .context("resume check failed")?
-            {
-                self.checking = false;
-                self.report_resume();
+            if self.session.poll_timeout().is_some_and(|t| t <= now) {
+                self.session.handle_timeout(now);
             }
         }
     }
 
-    fn torrent_complete(&self) -> bool {
-        self.storage_attached && self.torrent.is_complete()
-    }
-
-    /// Drains the engine's events and bytes and hands the bytes to the writers. True when the
-    /// session is done (download complete, no seeding after).
-    fn flush_engine(&mut self) -> Result<bool> {
+    /// Carries out what the session asks and hands its bytes to the writers. True when the
+    /// driver is done (download complete, no seeding after).
+    fn flush(&mut self) -> Result<bool> {
         let mut done = false;
         loop {
             let mut any = false;
-            while let Some(ev) = self.torrent.poll_event() {
+            while let Some(action) = self.session.poll_action() {
                 any = true;
-                done |= self.on_event(ev)?;
+                self.on_action(action);
             }
-            while let Some((conn, bytes)) = self.torrent.poll_transmit() {
+            while let Some(event) = self.session.poll_event() {
+                any = true;
+                done |= self.on_event(event)?;
+            }
+            let now = self.now_ms();
+            while let Some((_, conn, bytes)) = self.session.poll_transmit(now) {
                 any = true;
                 if let Some(Conn {
                     state: ConnState::Open { pending, .. },
@@ -437,11 +353,6 @@ impl Session {
                 break;
             }
         }
-        if !done && !self.complete_reported && self.torrent_complete() {
-            // Everything was on disk already: the engine may have nothing to announce.
-            done = self.on_complete();
-        }
-
         let mut stuck = Vec::new();
         for (&id, conn) in &mut self.conns {
             let ConnState::Open {
@@ -471,14 +382,9 @@ impl Session {
         Ok(done)
     }
 
-    /// True when the session should end.
-    fn on_event(&mut self, ev: Event) -> Result<bool> {
-        match ev {
-            Event::Connect { conn, addr } => {
-                if self.is_self(addr) {
-                    self.torrent.handle_closed(conn, self.now_ms());
-                    return Ok(false);
-                }
+    fn on_action(&mut self, action: Action) {
+        match action {
+            Action::Connect { conn, addr, .. } => {
                 let ctl = self.ctl_tx.clone();
                 let task = tokio::spawn(async move {
                     let msg = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
@@ -501,75 +407,124 @@ impl Session {
                     },
                 );
             }
-            Event::Close { conn, reason } => {
+            Action::Close { conn, reason, .. } => {
                 if let Some(c) = self.conns.remove(&conn) {
                     info!("peer {} closed: {reason}", c.addr);
                 }
             }
-            Event::MetadataReceived => {
-                info!(
-                    "metadata received: {}",
-                    self.torrent.info().map_or("", |i| i.name.as_str())
-                );
-                self.last_progress = Instant::now();
-                if !self.storage_attached {
-                    self.checking = self.attach_storage()?;
-                    if !self.checking {
-                        self.report_resume();
-                    }
+            Action::OpenStorage { torrent } => {
+                let now = self.now_ms();
+                let result = self.open_storage(torrent);
+                self.session.handle_storage(now, torrent, result);
+            }
+            Action::Announce {
+                torrent,
+                url,
+                request,
+            } => {
+                let ctl = self.ctl_tx.clone();
+                debug!("announcing to {url} ({:?})", request.event);
+                if torrent == self.id {
+                    tokio::spawn(async move {
+                        let result = tracker_client::announce(&url, &request).await;
+                        let _ = ctl.send(Ctl::Announced(url, result));
+                    });
                 }
             }
             // Natively the engine hashes itself (SHA-NI): `driver_hashes` stays off.
-            Event::PieceVerified(_) | Event::HashPiece { .. } => {}
-            Event::PieceFailed(i) => warn!("piece {i} failed its hash check"),
-            Event::PeerBanned(addr) => {
-                info!("peer {addr} banned: sent data that failed hash checks")
+            Action::HashPiece { .. } => {}
+        }
+    }
+
+    fn open_storage(
+        &self,
+        id: InfoHash,
+    ) -> Result<(Box<dyn protocol::storage::Storage>, Prefill), String> {
+        let info = self.session.info(id).ok_or("no metadata to store")?;
+        let access = match self.mode {
+            Mode::Seed => Access::ReadOnly,
+            Mode::Download { .. } => Access::ReadWrite,
+        };
+        let storage = FileStorage::new(&self.output, info, access)
+            .map_err(|e| format!("cannot prepare files under {}: {e}", self.output.display()))?;
+        let prefill = match self.mode {
+            Mode::Seed => Prefill::Complete,
+            _ if storage.is_fresh() => Prefill::Empty,
+            _ => Prefill::Unknown,
+        };
+        Ok((Box::new(storage), prefill))
+    }
+
+    /// True when the driver should end.
+    fn on_event(&mut self, event: Event) -> Result<bool> {
+        match event {
+            Event::MetadataReceived { torrent } => info!(
+                "metadata received: {}",
+                self.session.info(torrent).map_or("", |i| i.name.as_str())
+            ),
+            Event::Checked { have, total, .. } => {
+                if self.show_progress {
+                    println!("resume: {have}/{total} pieces verified on disk");
+                }
+                self.started = Instant::now();
             }
-            Event::Complete => {
+            Event::Complete { .. } => {
                 if !self.complete_reported {
                     return Ok(self.on_complete());
                 }
             }
-            // The engine has paused itself: nothing more can be done with this torrent.
-            Event::StorageFailed(msg) => bail!("{msg}"),
+            Event::Announced {
+                url,
+                peers,
+                warning,
+                ..
+            } => {
+                info!("tracker {url}: {peers} peers");
+                if let Some(w) = warning {
+                    warn!("tracker {url} warns: {w}");
+                }
+            }
+            Event::AnnounceFailed { url, error, .. } => warn!("tracker {url}: {error}"),
+            Event::PieceFailed { piece, .. } => warn!("piece {piece} failed its hash check"),
+            Event::PeerBanned { addr, .. } => {
+                info!("peer {addr} banned: sent data that failed hash checks")
+            }
+            // The torrent has stopped: nothing more can be done with it.
+            Event::Failed { error, .. } => bail!("{error}"),
         }
         Ok(false)
     }
 
-    /// Prints the `complete:` line; true when the session should end.
+    /// Prints the `complete:` line; true when the driver should end.
     fn on_complete(&mut self) -> bool {
         self.complete_reported = true;
-        if matches!(self.opts.mode, Mode::Download { .. }) {
-            // A seed never downloaded anything: trackers would count a bogus completion.
-            self.announcer.completed();
+        let Mode::Download { seed_after, .. } = self.mode else {
+            return false;
+        };
+        if !seed_after {
+            self.progress.finish();
         }
-        let st = self.torrent.stats();
+        let Some(st) = self.session.stats(self.id) else {
+            return true;
+        };
         let secs = self.started.elapsed().as_secs_f64();
         let name = self
-            .torrent
-            .info()
+            .session
+            .info(self.id)
             .map_or_else(String::new, |i| i.name.clone());
-        match self.opts.mode {
-            Mode::Download { seed_after, .. } => {
-                if !seed_after {
-                    self.progress.finish();
-                }
-                let rate = if secs > 0.0 {
-                    st.downloaded as f64 / secs / 1e6
-                } else {
-                    0.0
-                };
-                println!(
-                    "complete: {name}, {} bytes, downloaded {} bytes in {secs:.2} s ({rate:.1} MB/s)",
-                    st.total, st.downloaded
-                );
-                if seed_after {
-                    info!("seeding until interrupted");
-                }
-                !seed_after
-            }
-            Mode::Seed => false,
+        let rate = if secs > 0.0 {
+            st.downloaded as f64 / secs / 1e6
+        } else {
+            0.0
+        };
+        println!(
+            "complete: {name}, {} bytes, downloaded {} bytes in {secs:.2} s ({rate:.1} MB/s)",
+            st.total, st.downloaded
+        );
+        if seed_after {
+            info!("seeding until interrupted");
         }
+        !seed_after
     }
 
     fn on_read(&mut self, m: ReadMsg) {
@@ -583,22 +538,24 @@ impl Session {
                     })
                 ) {
                     let now = self.now_ms();
-                    self.torrent.handle_data(conn, &data, now);
+                    self.session.handle_data(now, self.id, conn, &data);
                 }
             }
             ReadMsg::Closed(conn, reason) => self.drop_conn(conn, &reason),
         }
     }
 
-    /// We end a connection (the engine did not ask for it): tell the engine.
+    /// The connection ended on our side of the session: tell the session.
     fn drop_conn(&mut self, conn: ConnId, reason: &str) {
         if let Some(c) = self.conns.remove(&conn) {
             info!("peer {} closed: {reason}", c.addr);
-            self.torrent.handle_closed(conn, self.now_ms());
+            let now = self.now_ms();
+            self.session.handle_closed(now, self.id, conn, reason);
         }
     }
 
     fn on_ctl(&mut self, m: Ctl) {
+        let now = self.now_ms();
         match m {
             Ctl::Connected(conn, stream) => {
                 let Some(c) = self.conns.get(&conn) else {
@@ -610,43 +567,30 @@ impl Session {
                 let addr = c.addr;
                 info!("peer {addr} connected");
                 self.open(conn, stream, addr);
-                self.torrent.handle_connected(conn, self.now_ms());
+                self.session.handle_connected(now, self.id, conn);
             }
             Ctl::ConnectFailed(conn, reason) => {
                 if let Some(c) = self.conns.remove(&conn) {
                     info!("peer {} connect failed: {reason}", c.addr);
-                    self.torrent.handle_closed(conn, self.now_ms());
+                    self.session.handle_closed(now, self.id, conn, &reason);
                 }
             }
-            Ctl::Incoming(stream, addr) => {
-                match self.torrent.handle_incoming(addr, self.now_ms()) {
-                    Some(conn) => {
-                        info!("peer {addr} connected (incoming)");
-                        self.open(conn, stream, addr);
-                    }
-                    None => debug!("peer {addr} refused (full or banned)"),
+            Ctl::Incoming(stream, addr) => match self.session.handle_incoming(now, self.id, addr) {
+                Some(conn) => {
+                    info!("peer {addr} connected (incoming)");
+                    self.open(conn, stream, addr);
                 }
-            }
+                None => debug!("peer {addr} refused (full or banned)"),
+            },
             Ctl::Sent(conn, n) => {
                 if self.conns.contains_key(&conn) {
-                    self.torrent.handle_sent(conn, n);
+                    self.session.handle_sent(now, self.id, conn, n);
                 }
             }
             Ctl::WriteFailed(conn, reason) => self.drop_conn(conn, &reason),
             Ctl::Announced(url, result) => {
-                self.announcing = false;
-                let now = self.now_ms();
-                self.announcer.handle_response(&url, &result, now);
-                match result {
-                    Ok(resp) => {
-                        info!("tracker {url}: {} peers", resp.peers.len());
-                        if let Some(w) = &resp.warning {
-                            warn!("tracker {url} warns: {w}");
-                        }
-                        self.add_peers(&resp.peers, PeerSource::Tracker);
-                    }
-                    Err(e) => warn!("tracker {url}: {e}"),
-                }
+                self.session
+                    .handle_announce(now, self.id, &url, result.map_err(Into::into));
             }
         }
     }
@@ -672,94 +616,48 @@ impl Session {
     }
 
     fn on_tick(&mut self) -> Result<()> {
-        let st = self.torrent.stats();
-        self.progress.update(&st);
-        if st.peers_connected > 0 {
-            self.ever_connected = true;
+        if let Some(st) = self.session.stats(self.id) {
+            self.progress.update(&st);
         }
-        let mark = (st.downloaded, st.verified, self.torrent.info().is_some());
-        if mark != self.progress_mark || self.checking {
-            self.progress_mark = mark;
-            self.last_progress = Instant::now();
-        }
-        if let Mode::Download { timeout, .. } = self.opts.mode {
-            if !self.complete_reported && self.last_progress.elapsed() >= timeout {
-                let secs = timeout.as_secs();
-                if self.ever_connected {
-                    bail!(
-                        "no progress for {secs} s ({} peers connected)",
-                        st.peers_connected
-                    );
-                }
-                bail!("no peer reachable after {secs} s");
+        let Mode::Download {
+            timeout: Some(limit),
+            ..
+        } = self.mode
+        else {
+            return Ok(());
+        };
+        let now = self.now_ms();
+        if let Some(st) = self.session.status(now, self.id) {
+            if st.stalled_ms >= limit.as_millis() as u64 {
+                let what = self.session.tried(now, self.id).unwrap_or_default();
+                bail!("no progress for {} s: {what}", limit.as_secs());
             }
         }
         Ok(())
     }
 
-    fn request(&self, event: Option<AnnounceEvent>) -> AnnounceRequest {
-        let st = self.torrent.stats();
-        // Unknown size (a magnet): any non-zero `left` says we are a leecher and want seeders.
-        let left = if self.torrent.info().is_some() {
-            st.total.saturating_sub(st.verified)
-        } else {
-            1
-        };
-        AnnounceRequest {
-            info_hash: self.torrent.info_hash(),
-            peer_id: self.opts.peer_id,
-            port: self.listen_addr.port(),
-            uploaded: st.uploaded,
-            downloaded: st.downloaded,
-            left,
-            event,
-            numwant: Some(200),
-            key: self.tracker_key,
-            tracker_id: None,
-        }
-    }
-
-    fn start_announce(&mut self) {
-        if self.announcing || self.announcer.is_empty() {
-            return;
-        }
-        let Some(p) = self.announcer.poll_announce(self.now_ms()) else {
-            return;
-        };
-        self.announcing = true;
-        let req = AnnounceRequest {
-            tracker_id: p.tracker_id.clone(),
-            ..self.request(p.event)
-        };
-        let ctl = self.ctl_tx.clone();
-        debug!("announcing to {} ({:?})", p.url, p.event);
-        tokio::spawn(async move {
-            let result = tracker_client::announce(&p.url, &req).await;
-            let _ = ctl.send(Ctl::Announced(p.url, result));
-        });
-    }
-
+    /// Says `stopped` to the trackers that answered, waiting a little for them.
     async fn announce_stopped(&mut self) {
-        if self.announcer.is_empty() {
-            return;
+        let now = self.now_ms();
+        self.session.shutdown(now);
+        let mut set = JoinSet::new();
+        while let Some(action) = self.session.poll_action() {
+            if let Action::Announce { url, request, .. } = action {
+                set.spawn(async move {
+                    match tokio::time::timeout(
+                        STOP_ANNOUNCE_TIMEOUT,
+                        tracker_client::announce(&url, &request),
+                    )
+                    .await
+                    {
+                        Ok(Ok(_)) => debug!("tracker {url}: stopped"),
+                        Ok(Err(e)) => debug!("tracker {url}: stopped announce failed: {e}"),
+                        Err(_) => debug!("tracker {url}: stopped announce timed out"),
+                    }
+                });
+            }
         }
-        let Some(p) = self.announcer.stopped() else {
-            return;
-        };
-        let req = AnnounceRequest {
-            tracker_id: p.tracker_id.clone(),
-            ..self.request(Some(AnnounceEvent::Stopped))
-        };
-        match tokio::time::timeout(
-            STOP_ANNOUNCE_TIMEOUT,
-            tracker_client::announce(&p.url, &req),
-        )
-        .await
-        {
-            Ok(Ok(_)) => debug!("tracker {}: stopped", p.url),
-            Ok(Err(e)) => debug!("tracker {}: stopped announce failed: {e}", p.url),
-            Err(_) => debug!("tracker {}: stopped announce timed out", p.url),
-        }
+        while set.join_next().await.is_some() {}
     }
 }
 
@@ -783,7 +681,7 @@ async fn accept_loop(listener: TcpListener, ctl: mpsc::UnboundedSender<Ctl>) {
 async fn read_loop(conn: ConnId, mut rd: OwnedReadHalf, tx: mpsc::Sender<ReadMsg>) {
     let mut buf = BytesMut::with_capacity(READ_BUF);
     let reason = loop {
-        // Reclaims the same allocation once the engine has dropped the previous chunk.
+        // Reclaims the same allocation once the session has dropped the previous chunk.
         buf.reserve(READ_BUF);
         match rd.read_buf(&mut buf).await {
             Ok(0) => break "peer closed the connection".to_string(),

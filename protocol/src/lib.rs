@@ -6,11 +6,14 @@
 //! the terminal and the browser, and lets tests run whole swarms in memory on a virtual clock.
 
 pub mod bencode;
+pub mod client;
 pub mod engine;
 pub mod extension;
 pub mod magnet;
 pub mod metainfo;
 pub mod storage;
+#[cfg(test)]
+mod testing;
 pub mod tracker;
 pub mod types;
 pub mod wire;

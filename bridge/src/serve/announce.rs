@@ -8,16 +8,13 @@ use crate::tracker_client::{self, Reach};
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use protocol::tracker::{AnnounceEvent, AnnounceRequest, AnnounceResponse, TrackerError};
-use protocol::{InfoHash, PeerId};
+use protocol::client::contract;
+use protocol::tracker::{AnnounceRequest, TrackerError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Tracker URLs longer than this are refused (real ones are well under 200 bytes).
 const MAX_URL: usize = 2048;
-/// The page asks for peers; more than this is never useful to one tab.
-const MAX_NUMWANT: u32 = 200;
 
 pub async fn handler(
     State(shared): State<Arc<Shared>>,
@@ -55,7 +52,7 @@ pub async fn handler(
     match tracker_client::announce_within(url.as_str(), &req, reach).await {
         Ok(resp) => {
             tracing::debug!("announce to {url}: {} peers", resp.peers.len());
-            with_cors((StatusCode::OK, Json(to_json(&resp))).into_response(), cors)
+            json(StatusCode::OK, contract::answer_json(&resp), cors)
         }
         Err(e) => {
             tracing::debug!("announce to {url} failed: {e}");
@@ -68,31 +65,24 @@ pub async fn handler(
     }
 }
 
-fn to_json(r: &AnnounceResponse) -> serde_json::Value {
-    let peers: Vec<String> = r.peers.iter().map(|p| p.to_string()).collect();
-    serde_json::json!({
-        "interval": r.interval,
-        "min_interval": r.min_interval,
-        "peers": peers,
-        "warning": r.warning,
-        "complete": r.complete,
-        "incomplete": r.incomplete,
-    })
-}
-
-/// The tracker's failure in words (`error`), and as `kind` and `detail` for the page to rebuild
-/// the same `TrackerError`.
 fn tracker_error(status: StatusCode, e: &TrackerError, cors: Option<String>) -> Response {
-    let (kind, detail) = e.to_parts();
-    let body = serde_json::json!({ "error": e.to_string(), "kind": kind, "detail": detail });
-    with_cors((status, Json(body)).into_response(), cors)
+    json(status, contract::tracker_error_json(e), cors)
 }
 
 fn error(status: StatusCode, msg: &str, cors: Option<String>) -> Response {
-    with_cors(
-        (status, Json(serde_json::json!({ "error": msg }))).into_response(),
-        cors,
-    )
+    json(status, contract::refusal_json(msg), cors)
+}
+
+fn json(status: StatusCode, body: String, cors: Option<String>) -> Response {
+    let resp = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    );
+    with_cors(resp.into_response(), cors)
 }
 
 /// A page of an `--allow-origin` origin needs CORS headers to read the answer.
@@ -107,86 +97,8 @@ fn with_cors(mut resp: Response, cors: Option<String>) -> Response {
 
 /// The query to a tracker URL and an announce, or a message naming the bad parameter.
 fn parse(query: &str) -> Result<(url::Url, AnnounceRequest), String> {
-    let mut url = None;
-    let mut info_hash = None;
-    let mut peer_id = None;
-    let mut port = None;
-    let (mut uploaded, mut downloaded, mut left) = (0u64, 0u64, 0u64);
-    let mut event = None;
-    let mut numwant = None;
-    let mut key = None;
-    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-        let num = |what: &str| {
-            v.parse::<u64>()
-                .map_err(|_| format!("{what} must be a non-negative integer, not {v:?}"))
-        };
-        match k.as_ref() {
-            "url" => url = Some(v.to_string()),
-            "info_hash" => {
-                info_hash = Some(
-                    InfoHash::from_hex(&v)
-                        .ok_or_else(|| "info_hash must be 40 hex digits".to_string())?,
-                )
-            }
-            "peer_id" => {
-                // The same 40-hex-digit form as an info-hash.
-                let h = InfoHash::from_hex(&v)
-                    .ok_or_else(|| "peer_id must be 40 hex digits".to_string())?;
-                peer_id = Some(PeerId(h.0));
-            }
-            "port" => {
-                port = Some(
-                    v.parse::<u16>()
-                        .map_err(|_| format!("port must be 0-65535, not {v:?}"))?,
-                )
-            }
-            "uploaded" => uploaded = num("uploaded")?,
-            "downloaded" => downloaded = num("downloaded")?,
-            "left" => left = num("left")?,
-            "numwant" => {
-                numwant = Some(
-                    u32::try_from(num("numwant")?)
-                        .unwrap_or(u32::MAX)
-                        .min(MAX_NUMWANT),
-                )
-            }
-            "key" => key = Some(u32::try_from(num("key")?).map_err(|_| "key must fit 32 bits")?),
-            "event" => {
-                event = match v.as_ref() {
-                    "started" => Some(AnnounceEvent::Started),
-                    "completed" => Some(AnnounceEvent::Completed),
-                    "stopped" => Some(AnnounceEvent::Stopped),
-                    "" | "empty" => None,
-                    _ => return Err(format!("unknown event {v:?}")),
-                }
-            }
-            _ => {}
-        }
-    }
-    let url = url.ok_or("missing url")?;
-    let url = tracker_url(&url)?;
-    let info_hash = info_hash.ok_or("missing info_hash")?;
-    let peer_id = peer_id.ok_or("missing peer_id")?;
-    let port = port.ok_or("missing port")?;
-    // Stable per peer id, so the tracker recognises the tab across announces.
-    let key = key.unwrap_or_else(|| {
-        peer_id.0.chunks(4).fold(0u32, |k, c| {
-            k.rotate_left(5) ^ c.iter().fold(0, |a, b| a << 8 | u32::from(*b))
-        })
-    });
-    let req = AnnounceRequest {
-        info_hash,
-        peer_id,
-        port,
-        uploaded,
-        downloaded,
-        left,
-        event,
-        numwant,
-        key,
-        tracker_id: None,
-    };
-    Ok((url, req))
+    let (url, req) = contract::parse_announce_query(query)?;
+    Ok((tracker_url(&url)?, req))
 }
 
 /// Only http, https and udp trackers with a host and no credentials.
@@ -229,8 +141,8 @@ mod tests {
         assert_eq!(u.as_str(), "http://t.example:6969/announce");
         assert_eq!(r.info_hash.to_hex(), IH);
         assert_eq!((r.port, r.uploaded, r.downloaded, r.left), (6881, 1, 2, 3));
-        assert_eq!(r.event, Some(AnnounceEvent::Started));
-        assert_eq!(r.numwant, Some(MAX_NUMWANT));
+        assert_eq!(r.event, Some(protocol::tracker::AnnounceEvent::Started));
+        assert_eq!(r.numwant, Some(contract::MAX_NUMWANT));
         let (_, again) = parse(&q).unwrap();
         assert_eq!(r.key, again.key);
     }

@@ -1,7 +1,7 @@
 //! `--demo`: a sample torrent seeded by the native engine on loopback, so that a newcomer without
 //! a swarm (or without the internet) watches a whole download in the tab.
 
-use crate::session::{self, Session};
+use crate::session::{self, Driver};
 use anyhow::{Context, Result};
 use protocol::magnet::Magnet;
 use protocol::metainfo::{piece_length_for, InfoBuilder};
@@ -18,7 +18,7 @@ pub struct Demo {
     /// `--allow-private`.
     pub addr: SocketAddr,
     pub magnet: String,
-    pub session: Session,
+    pub session: Driver,
     pub _dir: TempDir,
 }
 

@@ -21,14 +21,16 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// Close codes the page sees (`CloseEvent.code`); a close the page starts is echoed (1000).
-pub mod code {
-    pub const REFUSED: u16 = 4000;
-    pub const TIMED_OUT: u16 = 4001;
-    pub const FORBIDDEN: u16 = 4002;
-    pub const NOT_BITTORRENT: u16 = 4003;
-    pub const BUSY: u16 = 4004;
-    pub const PEER_CLOSED: u16 = 4005;
+/// Close codes the page sees (`CloseEvent.code`), defined with the page's side of the contract;
+/// a close the page starts is echoed (1000).
+mod code {
+    use protocol::client::contract::TunnelClose;
+    pub const REFUSED: u16 = TunnelClose::Refused.code();
+    pub const TIMED_OUT: u16 = TunnelClose::TimedOut.code();
+    pub const FORBIDDEN: u16 = TunnelClose::Forbidden.code();
+    pub const NOT_BITTORRENT: u16 = TunnelClose::NotBitTorrent.code();
+    pub const BUSY: u16 = TunnelClose::Busy.code();
+    pub const PEER_CLOSED: u16 = TunnelClose::PeerClosed.code();
 }
 
 /// The page must send its handshake this soon after the upgrade.
@@ -55,11 +57,9 @@ pub async fn handler(
         tracing::warn!("refused /peer from {client}: {why}");
         return (StatusCode::FORBIDDEN, format!("{why}\n")).into_response();
     }
-    let addr = query.as_deref().and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "addr")
-            .and_then(|(_, v)| v.parse::<SocketAddr>().ok())
-    });
+    let addr = query
+        .as_deref()
+        .and_then(protocol::client::contract::parse_peer_query);
     let Some(addr) = addr else {
         tracing::warn!("refused /peer from {client}: no valid addr=IP:PORT");
         return (StatusCode::BAD_REQUEST, "expected ?addr=IP:PORT\n").into_response();

@@ -40,30 +40,7 @@ impl Storage for CorruptingStorage {
     }
 }
 
-/// Shares one memory store between the engine and the test, to compare bytes at the end.
-#[derive(Clone)]
-struct SharedStorage(Rc<std::cell::RefCell<MemoryStorage>>);
-
-impl Storage for SharedStorage {
-    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
-        self.0.borrow_mut().read(offset, buf)
-    }
-    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
-        self.0.borrow_mut().write(offset, data)
-    }
-}
-
-fn make_torrent(len: usize, piece_length: u32, seed: u64) -> (Vec<u8>, Info) {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let data: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
-    let files = vec![
-        (vec!["a.bin".to_string()], 1000),
-        (vec!["b.bin".to_string()], len as u64 - 1000),
-    ];
-    let mut b = InfoBuilder::new("swarm", files, piece_length, false);
-    b.update(&data);
-    (data, b.finish())
-}
+pub(crate) use crate::testing::{make_torrent, SharedStorage};
 
 struct Node {
     addr: SocketAddr,

@@ -1,0 +1,700 @@
+//! One torrent of the session: its engine, its trackers and where it is in its life.
+
+use super::contract::AnnounceError;
+use super::status::{self, eta_secs, piece_map, FileStatus, Reach, State, Status, MAX_CELLS};
+use super::{Action, AddTorrent, Config, Event, Out, Prefill};
+use crate::engine::{self, ConnId, PeerSource, Torrent};
+use crate::storage::Storage;
+use crate::tracker::{AnnounceEvent, AnnounceRequest, AnnounceResponse, Announcer, TrackerError};
+use crate::{InfoHash, PeerId};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// `left` for a magnet whose size is not known yet: not 0, which says "seeder".
+const UNKNOWN_LEFT: u64 = 16384;
+/// Bytes a native resume check hashes per `handle_timeout`, so a big check never blocks the loop.
+const CHECK_SLICE_BYTES: u64 = 8 << 20;
+/// Hashes a driver that hashes asynchronously has under way at once during a check.
+const CHECK_JOBS: u32 = 4;
+/// Hash jobs of a check are numbered from here, apart from the engine's own.
+const CHECK_JOB: u64 = u64::MAX;
+/// Stalls, starvation and the like are looked at this often.
+const TICK_MS: u64 = 1000;
+/// Fewer connected peers than this is starving: ask the trackers again, as early as they allow.
+const STARVED_BELOW: usize = 4;
+/// The first starved re-announce waits this long after the last, doubling up to the cap.
+const STARVED_BACKOFF_MS: u64 = 30_000;
+const STARVED_BACKOFF_MAX_MS: u64 = 30 * 60_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// A magnet asking peers for its metadata.
+    Metadata,
+    /// The driver is opening the data (`Action::OpenStorage`).
+    Opening,
+    /// Hashing what the data already holds.
+    Checking,
+    Ready,
+    Failed(String),
+}
+
+/// A check whose hashing the driver does (`engine::Config::driver_hashes`).
+struct DriverCheck {
+    next: u32,
+    in_flight: u32,
+    have: Vec<bool>,
+}
+
+pub(super) struct Entry {
+    id: InfoHash,
+    pub(super) engine: Torrent,
+    announcer: Announcer,
+    peer_id: PeerId,
+    key: u32,
+    listen: Option<SocketAddr>,
+    numwant: u32,
+    driver_hashes: bool,
+    name_hint: Option<String>,
+    /// Addresses that came with the torrent: handed to the engine when it goes to the swarm.
+    initial_peers: Vec<(SocketAddr, PeerSource)>,
+    phase: Phase,
+    paused: bool,
+    /// Gone to the swarm: a magnet at once, a torrent once its data was checked.
+    in_swarm: bool,
+    /// When the swarm was last joined (start or resume): "no peers" counts from here.
+    joined_at: u64,
+    check: Option<DriverCheck>,
+    /// The data's check is over (or was not needed).
+    checked: bool,
+    /// Addresses of the engine's connections, for the words of the last failed attempt.
+    addrs: HashMap<ConnId, SocketAddr>,
+    /// Addresses came with the torrent: a source of peers besides trackers.
+    given_peers: bool,
+    /// The torrent was incomplete after its check: its completion is news to trackers.
+    was_incomplete: bool,
+    complete_seen: bool,
+    tracker_error: Option<String>,
+    tracker_warning: Option<String>,
+    pub(super) bridge_error: Option<String>,
+    last_close: Option<String>,
+    /// When bytes last moved, and the counters then.
+    last_progress: u64,
+    progress_mark: (u64, u64, bool),
+    next_tick: u64,
+    starved_at: u64,
+    starved_rounds: u32,
+}
+
+impl Entry {
+    pub(super) fn new(
+        add: AddTorrent,
+        config: &Config,
+        peer_id: PeerId,
+        key: u32,
+        seed: u64,
+    ) -> Self {
+        let mut engine_config = config.engine.clone();
+        engine_config.listen_port = config.listen.map(|a| a.port());
+        let phase = if add.info.is_some() {
+            Phase::Opening
+        } else {
+            Phase::Metadata
+        };
+        Entry {
+            id: add.info_hash,
+            engine: Torrent::new(add.info_hash, add.info, peer_id, engine_config, seed),
+            announcer: Announcer::new(add.trackers, seed.rotate_left(17)),
+            peer_id,
+            key,
+            listen: config.listen,
+            // Enough to fill our slots twice over, as failed dials are common.
+            numwant: (config.engine.max_peers as u32)
+                .saturating_mul(2)
+                .clamp(50, 200),
+            driver_hashes: config.engine.driver_hashes,
+            name_hint: add.name,
+            given_peers: !add.peers.is_empty(),
+            initial_peers: add.peers,
+            phase,
+            paused: add.paused,
+            in_swarm: false,
+            joined_at: 0,
+            check: None,
+            checked: false,
+            addrs: HashMap::new(),
+            was_incomplete: false,
+            complete_seen: false,
+            tracker_error: None,
+            tracker_warning: None,
+            bridge_error: None,
+            last_close: None,
+            last_progress: 0,
+            progress_mark: (0, 0, false),
+            next_tick: 0,
+            starved_at: 0,
+            starved_rounds: 0,
+        }
+    }
+
+    pub(super) fn start(&mut self, now: u64, out: &mut Out) {
+        if self.paused {
+            self.engine.pause();
+        }
+        match self.phase {
+            Phase::Opening => out
+                .actions
+                .push_back(Action::OpenStorage { torrent: self.id }),
+            // A magnet has nothing to check: it goes to the swarm for its metadata at once.
+            _ => self.join_swarm(now),
+        }
+    }
+
+    fn join_swarm(&mut self, now: u64) {
+        self.joined_at = now;
+        self.last_progress = now;
+        if self.in_swarm {
+            return;
+        }
+        self.in_swarm = true;
+        for (addr, source) in std::mem::take(&mut self.initial_peers) {
+            self.add_peers(&[addr], source);
+        }
+    }
+
+    fn network_on(&self) -> bool {
+        self.in_swarm && !self.paused && !matches!(self.phase, Phase::Failed(_))
+    }
+
+    pub(super) fn is_complete(&self) -> bool {
+        self.phase == Phase::Ready && self.engine.is_complete()
+    }
+
+    fn is_self(&self, a: SocketAddr) -> bool {
+        let Some(listen) = self.listen else {
+            return false;
+        };
+        let ip = a.ip();
+        a.port() == listen.port() && (ip.is_loopback() || ip.is_unspecified() || ip == listen.ip())
+    }
+
+    pub(super) fn add_peers(&mut self, addrs: &[SocketAddr], source: PeerSource) {
+        let list: Vec<SocketAddr> = addrs
+            .iter()
+            .copied()
+            .filter(|&a| !self.is_self(a))
+            .collect();
+        if list.is_empty() {
+            return;
+        }
+        if !self.in_swarm {
+            self.initial_peers
+                .extend(list.into_iter().map(|a| (a, source)));
+            return;
+        }
+        if !self.paused && !matches!(self.phase, Phase::Failed(_)) {
+            self.engine.add_peers(&list, source);
+        }
+    }
+
+    pub(super) fn pause(&mut self, now: u64, _out: &mut Out) {
+        if self.paused {
+            return;
+        }
+        self.paused = true;
+        self.engine.pause();
+        self.last_progress = now;
+    }
+
+    pub(super) fn resume(&mut self, now: u64, _out: &mut Out) {
+        if !self.paused {
+            return;
+        }
+        self.paused = false;
+        self.engine.resume();
+        self.joined_at = now;
+        self.last_progress = now;
+    }
+
+    /// Closes everything and says `stopped` to the tracker that last answered.
+    pub(super) fn stop(&mut self, now: u64, out: &mut Out) {
+        self.engine.pause();
+        self.after_engine(now, out);
+        if let Some(p) = self.announcer.stopped() {
+            let request = self.request(Some(AnnounceEvent::Stopped), p.tracker_id);
+            out.actions.push_back(Action::Announce {
+                torrent: self.id,
+                url: p.url,
+                request,
+            });
+        }
+    }
+
+    pub(super) fn fail(&mut self, error: String, out: &mut Out) {
+        if matches!(self.phase, Phase::Failed(_)) {
+            return;
+        }
+        out.events.push_back(Event::Failed {
+            torrent: self.id,
+            error: error.clone(),
+        });
+        self.phase = Phase::Failed(error);
+        self.check = None;
+        self.engine.pause();
+    }
+
+    pub(super) fn storage_opened(
+        &mut self,
+        now: u64,
+        result: Result<(Box<dyn Storage>, Prefill), String>,
+        out: &mut Out,
+    ) {
+        if self.phase != Phase::Opening {
+            return;
+        }
+        let (storage, prefill) = match result {
+            Ok(s) => s,
+            Err(e) => return self.fail(e, out),
+        };
+        self.engine.attach_storage(storage);
+        let pieces = self.engine.info().map_or(0, |i| i.num_pieces()) as usize;
+        self.phase = Phase::Checking;
+        match prefill {
+            Prefill::Empty => self.checked = self.engine.assume_checked(&vec![false; pieces]),
+            Prefill::Complete => self.checked = self.engine.assume_checked(&vec![true; pieces]),
+            Prefill::Unknown if self.driver_hashes => {
+                self.check = Some(DriverCheck {
+                    next: 0,
+                    in_flight: 0,
+                    have: vec![false; pieces],
+                });
+                self.issue_check_jobs(out);
+            }
+            // Sliced in `timeout`, which `deadline` makes due at once.
+            Prefill::Unknown => {}
+        }
+        self.after_check(now, out);
+    }
+
+    fn issue_check_jobs(&mut self, out: &mut Out) {
+        let Some(check) = self.check.as_mut() else {
+            return;
+        };
+        while check.in_flight < CHECK_JOBS && (check.next as usize) < check.have.len() {
+            out.actions.push_back(Action::HashPiece {
+                torrent: self.id,
+                piece: check.next,
+                job: CHECK_JOB,
+            });
+            check.next += 1;
+            check.in_flight += 1;
+        }
+    }
+
+    /// Moves on once the check is over: to the swarm.
+    fn after_check(&mut self, now: u64, out: &mut Out) {
+        if self.phase != Phase::Checking || !self.checked {
+            return;
+        }
+        self.phase = Phase::Ready;
+        let st = self.engine.stats();
+        self.was_incomplete = st.pieces_have < st.pieces_total;
+        out.events.push_back(Event::Checked {
+            torrent: self.id,
+            have: st.pieces_have,
+            total: st.pieces_total,
+        });
+        self.join_swarm(now);
+    }
+
+    pub(super) fn piece_hashed(
+        &mut self,
+        now: u64,
+        piece: u32,
+        job: u64,
+        digest: [u8; 20],
+        out: &mut Out,
+    ) {
+        if job != CHECK_JOB {
+            self.engine.handle_piece_hash(piece, job, digest);
+            return;
+        }
+        let expected = self
+            .engine
+            .info()
+            .and_then(|i| i.piece_hashes.get(piece as usize).copied());
+        let Some(check) = self.check.as_mut() else {
+            return;
+        };
+        let Some(slot) = check.have.get_mut(piece as usize) else {
+            return;
+        };
+        *slot = expected == Some(digest);
+        check.in_flight = check.in_flight.saturating_sub(1);
+        if check.in_flight == 0 && check.next as usize >= check.have.len() {
+            let have = std::mem::take(&mut check.have);
+            self.check = None;
+            if !self.engine.assume_checked(&have) {
+                return self.fail("the check covered the wrong number of pieces".into(), out);
+            }
+            self.checked = true;
+            self.after_check(now, out);
+        } else {
+            self.issue_check_jobs(out);
+        }
+    }
+
+    pub(super) fn connected(&mut self, now: u64, conn: ConnId, _out: &mut Out) {
+        self.bridge_error = None;
+        self.engine.handle_connected(conn, now);
+    }
+
+    pub(super) fn incoming(
+        &mut self,
+        now: u64,
+        addr: SocketAddr,
+        _out: &mut Out,
+    ) -> Option<ConnId> {
+        if !self.network_on() {
+            return None;
+        }
+        let conn = self.engine.handle_incoming(addr, now)?;
+        self.addrs.insert(conn, addr);
+        Some(conn)
+    }
+
+    pub(super) fn data(&mut self, now: u64, conn: ConnId, data: &[u8], _out: &mut Out) {
+        self.engine.handle_data(conn, data, now);
+    }
+
+    pub(super) fn sent(&mut self, _now: u64, conn: ConnId, bytes: usize, _out: &mut Out) {
+        self.engine.handle_sent(conn, bytes);
+    }
+
+    pub(super) fn closed(&mut self, now: u64, conn: ConnId, why: &str, _out: &mut Out) {
+        if let Some(addr) = self.addrs.remove(&conn) {
+            self.last_close = Some(format!("{addr}: {why}"));
+        }
+        self.engine.handle_closed(conn, now);
+    }
+
+    pub(super) fn announced(
+        &mut self,
+        now: u64,
+        url: &str,
+        result: Result<AnnounceResponse, AnnounceError>,
+        out: &mut Out,
+    ) {
+        let result: Result<AnnounceResponse, TrackerError> = match result {
+            Ok(resp) => {
+                self.bridge_error = None;
+                self.tracker_error = None;
+                self.tracker_warning.clone_from(&resp.warning);
+                out.events.push_back(Event::Announced {
+                    torrent: self.id,
+                    url: url.to_string(),
+                    peers: resp.peers.len(),
+                    warning: resp.warning.clone(),
+                });
+                if self.network_on() {
+                    self.add_peers(&resp.peers, PeerSource::Tracker);
+                }
+                Ok(resp)
+            }
+            Err(e) => {
+                if let AnnounceError::Bridge(why) = &e {
+                    self.bridge_error = Some(format!("/announce failed ({why})"));
+                }
+                self.tracker_error = Some(format!("{url}: {e}"));
+                out.events.push_back(Event::AnnounceFailed {
+                    torrent: self.id,
+                    url: url.to_string(),
+                    error: e.to_string(),
+                });
+                Err(match e {
+                    AnnounceError::Tracker(t) => t,
+                    AnnounceError::Bridge(why) => TrackerError::Io(why),
+                })
+            }
+        };
+        self.announcer.handle_response(url, &result, now);
+    }
+
+    pub(super) fn timeout(&mut self, now: u64, out: &mut Out) {
+        if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+            self.engine.handle_timeout(now);
+        }
+        if self.phase == Phase::Checking && self.check.is_none() && !self.driver_hashes {
+            let piece_len = self
+                .engine
+                .info()
+                .map_or(1, |i| u64::from(i.piece_length.max(1)));
+            let batch = (CHECK_SLICE_BYTES / piece_len).max(1) as u32;
+            match self.engine.check_existing(batch) {
+                Ok(true) => {
+                    self.checked = true;
+                    self.after_check(now, out);
+                }
+                Ok(false) => {}
+                Err(e) => self.fail(format!("cannot read the downloaded data: {e}"), out),
+            }
+        }
+        if now >= self.next_tick {
+            self.next_tick = now + TICK_MS;
+            self.tick(now);
+        }
+    }
+
+    /// Once a second: stalls and starvation.
+    fn tick(&mut self, now: u64) {
+        let st = self.engine.stats();
+        let mark = (st.downloaded, st.verified, self.engine.info().is_some());
+        if mark != self.progress_mark || !self.network_on() || self.is_complete() {
+            self.progress_mark = mark;
+            self.last_progress = now;
+        }
+        let starving =
+            self.network_on() && !self.is_complete() && st.peers_connected < STARVED_BELOW;
+        if !starving {
+            self.starved_rounds = 0;
+            self.starved_at = 0;
+        } else if now >= self.starved_at {
+            // The announcer still keeps to the tracker's `min interval`.
+            self.announcer.request_peers(now);
+            let wait = STARVED_BACKOFF_MS
+                .checked_shl(self.starved_rounds)
+                .unwrap_or(STARVED_BACKOFF_MAX_MS)
+                .min(STARVED_BACKOFF_MAX_MS);
+            self.starved_rounds = self.starved_rounds.saturating_add(1);
+            self.starved_at = now + wait;
+        }
+    }
+
+    /// When this torrent next wants `handle_timeout`.
+    pub(super) fn deadline(&self) -> Option<u64> {
+        let mut due = self.next_tick;
+        if let Some(t) = self.engine.poll_timeout() {
+            due = due.min(t);
+        }
+        if self.phase == Phase::Checking && self.check.is_none() && !self.driver_hashes {
+            due = 0;
+        }
+        if self.network_on() {
+            if let Some(t) = self.announcer.poll_timeout() {
+                due = due.min(t);
+            }
+        }
+        Some(due)
+    }
+
+    /// Takes what the engine asked for and turns it into actions and events; then announces if
+    /// one is due.
+    pub(super) fn after_engine(&mut self, now: u64, out: &mut Out) {
+        while let Some(ev) = self.engine.poll_event() {
+            self.on_engine_event(now, ev, out);
+        }
+        if self.network_on() {
+            if let Some(p) = self.announcer.poll_announce(now) {
+                let request = self.request(p.event, p.tracker_id);
+                out.actions.push_back(Action::Announce {
+                    torrent: self.id,
+                    url: p.url,
+                    request,
+                });
+            }
+        }
+    }
+
+    fn on_engine_event(&mut self, now: u64, ev: engine::Event, out: &mut Out) {
+        let torrent = self.id;
+        match ev {
+            engine::Event::Connect { conn, addr } => {
+                if self.is_self(addr) {
+                    self.engine.handle_closed(conn, now);
+                } else {
+                    self.addrs.insert(conn, addr);
+                    out.actions.push_back(Action::Connect {
+                        torrent,
+                        conn,
+                        addr,
+                    });
+                }
+            }
+            engine::Event::Close { conn, reason } => {
+                self.addrs.remove(&conn);
+                out.actions.push_back(Action::Close {
+                    torrent,
+                    conn,
+                    reason: reason.to_string(),
+                })
+            }
+            engine::Event::MetadataReceived => {
+                out.events.push_back(Event::MetadataReceived { torrent });
+                if self.phase == Phase::Metadata {
+                    self.phase = Phase::Opening;
+                    out.actions.push_back(Action::OpenStorage { torrent });
+                }
+            }
+            engine::Event::HashPiece { piece, job } => out.actions.push_back(Action::HashPiece {
+                torrent,
+                piece,
+                job,
+            }),
+            engine::Event::PieceVerified(_) => {}
+            engine::Event::PieceFailed(piece) => {
+                out.events.push_back(Event::PieceFailed { torrent, piece })
+            }
+            engine::Event::PeerBanned(addr) => {
+                out.events.push_back(Event::PeerBanned { torrent, addr })
+            }
+            engine::Event::Complete => {
+                if !self.complete_seen {
+                    self.complete_seen = true;
+                    // A torrent found complete on disk downloaded nothing: trackers would
+                    // count a completion that never happened.
+                    if self.was_incomplete {
+                        self.announcer.completed();
+                    }
+                    out.events.push_back(Event::Complete {
+                        torrent,
+                        downloaded: self.was_incomplete,
+                    });
+                }
+            }
+            engine::Event::StorageFailed(e) => self.fail(format!("storage failed: {e}"), out),
+        }
+    }
+
+    fn request(&self, event: Option<AnnounceEvent>, tracker_id: Option<String>) -> AnnounceRequest {
+        let st = self.engine.stats();
+        let left = match self.engine.info() {
+            Some(info) => info.total_length.saturating_sub(st.verified),
+            None => UNKNOWN_LEFT,
+        };
+        AnnounceRequest {
+            info_hash: self.id,
+            peer_id: self.peer_id,
+            port: self.listen.map_or(0, |a| a.port()),
+            uploaded: st.uploaded,
+            downloaded: st.downloaded,
+            left,
+            event,
+            numwant: Some(self.numwant),
+            key: self.key,
+            tracker_id,
+        }
+    }
+
+    fn name(&self) -> String {
+        match (self.engine.info(), &self.name_hint) {
+            (Some(info), _) => info.name.clone(),
+            (None, Some(n)) => n.clone(),
+            _ => self.id.to_hex(),
+        }
+    }
+
+    fn state(&self) -> State {
+        match self.phase {
+            Phase::Failed(_) => State::Failed,
+            _ if self.paused => State::Paused,
+            Phase::Metadata => State::Metadata,
+            Phase::Opening | Phase::Checking => State::Checking,
+            Phase::Ready if self.engine.is_complete() => State::Seeding,
+            Phase::Ready => State::Downloading,
+        }
+    }
+
+    /// What was tried to find and reach peers, in words: for a driver that gives up.
+    pub(super) fn tried(&self) -> String {
+        let st = self.engine.stats();
+        let mut parts = vec![match st.peers_connected {
+            0 => "no peer connected".to_string(),
+            n => format!("{n} peers connected"),
+        }];
+        parts.push(format!("{} peer addresses known", st.peers_known));
+        if let Some(c) = &self.last_close {
+            parts.push(format!("last attempt {c}"));
+        }
+        parts.push(match (&self.tracker_error, self.announcer.is_empty()) {
+            (_, true) => "no trackers".to_string(),
+            (Some(e), false) => format!("tracker failed: {e}"),
+            (None, false) => "trackers answered".to_string(),
+        });
+        parts.join(", ")
+    }
+
+    pub(super) fn status(&self, now: u64) -> Status {
+        let st = self.engine.stats();
+        let info = self.engine.info();
+        let total = info.map_or(0, |i| i.total_length);
+        let complete = self.is_complete();
+        let progress = match total {
+            0 if info.is_some() && complete => 1.0,
+            0 => 0.0,
+            _ => (st.verified as f64 / total as f64).clamp(0.0, 1.0),
+        };
+        let files = match info {
+            Some(info) => {
+                let done = self.engine.file_progress();
+                info.files
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| FileStatus {
+                        path: f.path.join("/"),
+                        size: f.length,
+                        done: done.get(i).copied().unwrap_or(0),
+                    })
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let failed = matches!(self.phase, Phase::Failed(_));
+        // Paused or complete, only the bridge's absence is worth a word.
+        let quiet = !self.network_on() || complete;
+        let reach = Reach {
+            bridge_error: self.bridge_error.as_deref(),
+            tracker_error: self.tracker_error.as_deref().filter(|_| !quiet),
+            tracker_warning: self.tracker_warning.as_deref().filter(|_| !quiet),
+            last_close: self.last_close.as_deref(),
+            has_sources: !self.announcer.is_empty() || self.given_peers,
+            alone_ms: (!quiet && st.peers_connected == 0)
+                .then(|| now.saturating_sub(self.joined_at)),
+            peers_known: st.peers_known,
+        };
+        let warning = if failed {
+            None
+        } else {
+            status::warning(&reach)
+        };
+        Status {
+            info_hash: self.id,
+            name: self.name(),
+            state: self.state(),
+            error: match &self.phase {
+                Phase::Failed(e) => Some(e.clone()),
+                _ => None,
+            },
+            warning,
+            total,
+            verified: st.verified,
+            progress,
+            downloaded: st.downloaded,
+            uploaded: st.uploaded,
+            download_rate: st.download_rate,
+            upload_rate: st.upload_rate,
+            eta_secs: info
+                .and_then(|_| eta_secs(total.saturating_sub(st.verified), st.download_rate)),
+            peers_connected: st.peers_connected,
+            peers_known: st.peers_known,
+            peers: self.engine.peers(),
+            pieces_have: st.pieces_have,
+            pieces_total: st.pieces_total,
+            piece_map: piece_map(self.engine.have(), MAX_CELLS),
+            files,
+            stalled_ms: if self.network_on() && !complete {
+                now.saturating_sub(self.last_progress)
+            } else {
+                0
+            },
+        }
+    }
+}
