@@ -1,32 +1,85 @@
-//! The engine in a Web Worker (see DESIGN.md): one `protocol` engine per torrent, one WebSocket
+//! The engine in a Web Worker (see DESIGN.md): the client session of `protocol`, one WebSocket
 //! per peer through the bridge, one OPFS file per torrent, and snapshots for the page.
 //!
 //! `www/worker.js` loads this module, then calls [`start`] once and [`command`] for every
 //! message from the page. Messages to the page: `ready`, `snapshot`, `file`, `removed`, `error`,
 //! `fatal` (see `www/app.js`).
+//!
+//! Every browser event becomes an input in one queue (`inbox`) that the driver (`driver`) takes
+//! in order; page commands are in `commands`, what survives a reload in `persist`.
 
 mod announce;
-mod app;
+mod commands;
+mod driver;
 mod hasher;
+mod inbox;
 mod js;
 mod opfs;
+mod persist;
 mod relay;
-mod session;
 mod snapshot;
 mod socket;
 mod store;
 mod write_behind;
 
+use inbox::Input;
+use js::{global, post, Obj};
+use protocol::client::{Config, Session};
+use protocol::PeerId;
 use wasm_bindgen::prelude::*;
 
-/// Opens storage and restores saved torrents; commands sent before it resolves must wait.
+/// Opens storage, restores saved torrents, and starts taking commands.
 #[wasm_bindgen]
 pub async fn start() {
-    app::start().await;
+    std::panic::set_hook(Box::new(|info| {
+        let message = info.to_string();
+        web_sys::console::error_1(&message.clone().into());
+        post(
+            Obj::new()
+                .set("type", "fatal")
+                .set("message", format!("The engine crashed: {message}")),
+        );
+    }));
+    let opfs = opfs::Opfs::open().await;
+    let relayed = relay::start();
+    let location = global().location();
+    let scheme = if location.protocol() == "https:" {
+        "wss"
+    } else {
+        "ws"
+    };
+    let mut config = Config::default();
+    // The bridge limits tunnels per client; stay below where it answers "busy".
+    config.engine.max_peers = 40;
+    config.engine.driver_hashes = hasher::in_driver();
+    // A tab accepts no connections: `listen` stays `None`, and port 0 is announced.
+    let session = Session::new(config, PeerId::generate(js::random_u64()), js::random_u64());
+    let ws_base = format!("{scheme}://{}", location.host());
+    inbox::start(driver::Driver::new(session, opfs.clone(), ws_base));
+    post(
+        Obj::new()
+            .set("type", "ready")
+            .set("storage", if opfs.is_some() { "opfs" } else { "memory" })
+            .set(
+                "hash",
+                if hasher::in_driver() {
+                    "subtle"
+                } else {
+                    "wasm"
+                },
+            )
+            .set("sockets", if relayed { "worker" } else { "direct" }),
+    );
+    if let Some(opfs) = opfs {
+        for add in persist::restore(&opfs).await {
+            inbox::push(Input::Restore(add));
+        }
+    }
+    inbox::push(Input::Timer);
 }
 
 /// One message from the page.
 #[wasm_bindgen]
 pub fn command(msg: JsValue) {
-    app::command(msg);
+    inbox::push(Input::Command(msg));
 }

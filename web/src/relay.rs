@@ -12,7 +12,7 @@
 //! Without cross-origin isolation (or with `?sockets=direct` in the page's address) the engine's
 //! Worker owns its WebSockets itself (`socket.rs`).
 
-use crate::app;
+use crate::inbox::{self, Input};
 use crate::js::{self, global, Obj};
 use js_sys::{Array, Atomics, Int32Array, SharedArrayBuffer, Uint8Array};
 use protocol::engine::ConnId;
@@ -55,8 +55,6 @@ struct Relay {
     _later_rx: MessagePort,
     next_slot: u32,
     slots: HashMap<u32, Slot>,
-    /// Reused for every copy out of a ring.
-    scratch: Vec<u8>,
     _onmessage: Closure<dyn FnMut(MessageEvent)>,
     _onerror: Closure<dyn FnMut(ErrorEvent)>,
     _onlater: Closure<dyn FnMut(MessageEvent)>,
@@ -121,7 +119,6 @@ fn spawn() -> Result<Relay, JsValue> {
         _later_rx: rx,
         next_slot: 0,
         slots: HashMap::new(),
-        scratch: Vec::new(),
         _onmessage: onmessage,
         _onerror: onerror,
         _onlater: onlater,
@@ -228,10 +225,10 @@ fn on_message(msg: JsValue) {
     };
     match kind.as_str() {
         "data" => drain(slot, TASK_BUDGET),
-        "open" => app::on_peer_open(id, conn),
+        "open" => inbox::push(Input::PeerOpen { id, conn }),
         "sent" => {
-            let n = js::get(&msg, "n").as_f64().unwrap_or(0.0);
-            app::on_peer_sent(id, conn, n as u64);
+            let n = js::get(&msg, "n").as_f64().unwrap_or(0.0) as u64;
+            inbox::push(Input::PeerSent { id, conn, n });
         }
         "closed" => {
             // Every byte before the close is in the ring: the engine sees them first.
@@ -245,7 +242,12 @@ fn on_message(msg: JsValue) {
             if still_open {
                 let code = js::get(&msg, "code").as_f64().unwrap_or(1006.0) as u16;
                 let reason = js::get(&msg, "reason").as_string().unwrap_or_default();
-                app::on_peer_closed(id, conn, code, reason);
+                inbox::push(Input::PeerClosed {
+                    id,
+                    conn,
+                    code,
+                    reason,
+                });
             }
         }
         _ => {}
@@ -256,7 +258,7 @@ fn on_message(msg: JsValue) {
 fn drain(slot: u32, budget: usize) {
     let mut done = 0;
     while done < budget {
-        let Some((id, conn, bytes, skew, n)) = RELAY.with(|cell| {
+        let Some((id, conn, mut bytes, skew, n)) = RELAY.with(|cell| {
             let mut guard = cell.borrow_mut();
             let relay = guard.as_mut()?;
             let s = relay.slots.get_mut(&slot)?;
@@ -268,8 +270,7 @@ fn drain(slot: u32, budget: usize) {
             let cap = s.data.length() as usize;
             let at = (s.read as u32 as usize) & (cap - 1);
             let n = avail.min(cap - at).min(CHUNK);
-            let mut bytes = std::mem::take(&mut relay.scratch);
-            bytes.resize(n + WORD, 0);
+            let mut bytes = inbox::buffer(n + WORD);
             let skew = aligned_skew(at, bytes.as_ptr() as usize);
             s.data
                 .subarray(at as u32, (at + n) as u32)
@@ -283,11 +284,12 @@ fn drain(slot: u32, budget: usize) {
             return;
         };
         done += n;
-        app::on_peer_bytes(id, conn, &bytes[skew..skew + n]);
-        RELAY.with(|cell| {
-            if let Some(relay) = cell.borrow_mut().as_mut() {
-                relay.scratch = bytes;
-            }
+        bytes.truncate(skew + n);
+        inbox::push(Input::PeerData {
+            id,
+            conn,
+            data: bytes,
+            skip: skew,
         });
     }
     RELAY.with(|cell| {

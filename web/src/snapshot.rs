@@ -1,29 +1,65 @@
-//! Pure pieces of the page's snapshot, kept apart so they are tested natively.
+//! The page's view of the session: each torrent's `Status` as the plain object `www/app.js`
+//! renders.
 
-/// At most this many cells in a piece map: the page draws one column per cell.
-pub const MAX_CELLS: usize = 1000;
+use crate::js::{self, Obj};
+use js_sys::{Array, Uint8Array};
+use protocol::client::{Session, Status};
+use protocol::InfoHash;
+use wasm_bindgen::JsValue;
 
-/// The piece map downsampled to at most `max_cells` cells, each the percentage (0..=100) of
-/// verified pieces it covers. A torrent with fewer pieces gets one cell per piece.
-pub fn piece_map(have: &[bool], max_cells: usize) -> Vec<u8> {
-    let n = have.len();
-    let cells = n.min(max_cells.max(1));
-    (0..cells)
-        .map(|i| {
-            let start = i * n / cells;
-            let end = ((i + 1) * n / cells).max(start + 1);
-            let got = have[start..end].iter().filter(|&&h| h).count();
-            (got * 100 / (end - start)) as u8
-        })
-        .collect()
+/// Posts `{type: "snapshot", torrents: [...]}` in the page's order.
+pub fn send(session: &Session, order: &[InfoHash], now: u64) {
+    let torrents = Array::new();
+    for id in order {
+        if let Some(st) = session.status(now, *id) {
+            torrents.push(&object(&st));
+        }
+    }
+    js::post(Obj::new().set("type", "snapshot").set("torrents", torrents));
 }
 
-/// Seconds left at `rate` bytes per second, if it can be told.
-pub fn eta_secs(remaining: u64, rate: f64) -> Option<f64> {
-    if remaining == 0 {
-        return Some(0.0);
+fn object(st: &Status) -> JsValue {
+    let peers = Array::new();
+    for p in &st.peers {
+        peers.push(
+            &Obj::new()
+                .set("addr", p.addr.to_string())
+                .set("client", p.client.clone())
+                .set("down", p.download_rate)
+                .set("up", p.upload_rate)
+                .set("progress", p.progress)
+                .into(),
+        );
     }
-    (rate >= 1.0).then(|| (remaining as f64 / rate).ceil())
+    let files = Array::new();
+    for f in &st.files {
+        files.push(
+            &Obj::new()
+                .set("path", f.path.clone())
+                .set("size", f.size as f64)
+                .set("done", f.done as f64)
+                .into(),
+        );
+    }
+    Obj::new()
+        .set("id", st.info_hash.to_hex())
+        .set("name", st.name.clone())
+        .set("size", st.total as f64)
+        .set("progress", st.progress)
+        .set("downloaded", st.downloaded as f64)
+        .set("uploaded", st.uploaded as f64)
+        .set("downRate", st.download_rate)
+        .set("upRate", st.upload_rate)
+        .set_opt("eta", st.eta_secs)
+        .set("state", st.state.as_str())
+        .set_opt("error", st.error.clone())
+        .set_opt("warning", st.warning.clone())
+        .set("peerCount", st.peers_connected as u32)
+        .set("peers", peers)
+        .set("pieceCount", st.pieces_total)
+        .set("pieces", Uint8Array::from(&st.piece_map[..]))
+        .set("files", files)
+        .into()
 }
 
 /// The last component of a torrent path: a download cannot create folders.
@@ -31,28 +67,4 @@ pub fn download_name(path: &[String]) -> String {
     path.last()
         .cloned()
         .unwrap_or_else(|| "download".to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn piece_map_downsamples_and_keeps_small_maps_whole() {
-        assert_eq!(piece_map(&[true, false, true], 1000), vec![100, 0, 100]);
-        let have: Vec<bool> = (0..4000).map(|i| i < 1000 || i % 2 == 0).collect();
-        let map = piece_map(&have, 1000);
-        assert_eq!(map.len(), 1000);
-        assert_eq!(map[0], 100);
-        assert_eq!(map[999], 50);
-        assert!(piece_map(&[], 1000).is_empty());
-        assert_eq!(piece_map(&[true; 3], 0), vec![100]);
-    }
-
-    #[test]
-    fn eta_needs_a_rate() {
-        assert_eq!(eta_secs(0, 0.0), Some(0.0));
-        assert_eq!(eta_secs(100, 0.0), None);
-        assert_eq!(eta_secs(100, 30.0), Some(4.0));
-    }
 }

@@ -1,8 +1,10 @@
 //! One WebSocket to the bridge per peer connection: the bridge turns it into one TCP connection
 //! and carries the byte stream in binary frames.
 
-use crate::{app, relay};
+use crate::inbox::{self, Input};
+use crate::relay;
 use js_sys::{ArrayBuffer, Uint8Array};
+use protocol::client::contract::peer_path;
 use protocol::engine::ConnId;
 use protocol::InfoHash;
 use std::collections::VecDeque;
@@ -20,7 +22,6 @@ const MAX_SEND: usize = 256 * 1024;
 
 pub struct PeerSocket {
     link: Link,
-    pub addr: SocketAddr,
     pub opened: bool,
     /// Bytes from the engine not yet given to the browser (over `MAX_BUFFERED`, or not open yet).
     backlog: VecDeque<Vec<u8>>,
@@ -47,12 +48,7 @@ enum Link {
 
 /// `ws://host/peer?addr=..` for the page's own bridge.
 pub fn peer_url(ws_base: &str, addr: SocketAddr) -> String {
-    let addr = addr
-        .to_string()
-        .replace('[', "%5B")
-        .replace(']', "%5D")
-        .replace(':', "%3A");
-    format!("{ws_base}/peer?addr={addr}")
+    format!("{ws_base}{}", peer_path(addr))
 }
 
 impl PeerSocket {
@@ -70,7 +66,6 @@ impl PeerSocket {
         };
         Ok(PeerSocket {
             link,
-            addr,
             opened: false,
             backlog: VecDeque::new(),
             front_sent: 0,
@@ -160,15 +155,29 @@ impl PeerSocket {
 fn direct(url: &str, id: InfoHash, conn: ConnId) -> Result<Link, String> {
     let ws = WebSocket::new(url).map_err(|e| crate::js::err_text(&e))?;
     ws.set_binary_type(BinaryType::Arraybuffer);
-    let onopen = Closure::<dyn FnMut(Event)>::new(move |_| app::on_peer_open(id, conn));
+    let onopen =
+        Closure::<dyn FnMut(Event)>::new(move |_| inbox::push(Input::PeerOpen { id, conn }));
     let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
         if let Ok(buf) = e.data().dyn_into::<ArrayBuffer>() {
-            app::on_peer_data(id, conn, &Uint8Array::new(&buf));
+            let bytes = Uint8Array::new(&buf);
+            let mut data = inbox::buffer(bytes.length() as usize);
+            bytes.copy_to(&mut data);
+            inbox::push(Input::PeerData {
+                id,
+                conn,
+                data,
+                skip: 0,
+            });
         }
     });
     // `error` is always followed by `close`, so `close` alone reports the end.
     let onclose = Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| {
-        app::on_peer_closed(id, conn, e.code(), e.reason());
+        inbox::push(Input::PeerClosed {
+            id,
+            conn,
+            code: e.code(),
+            reason: e.reason(),
+        });
     });
     ws.set_onopen(Some(onopen.as_ref().unchecked_ref()));
     ws.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
@@ -179,21 +188,6 @@ fn direct(url: &str, id: InfoHash, conn: ConnId) -> Result<Link, String> {
         _onmessage: onmessage,
         _onclose: onclose,
     })
-}
-
-/// Words for the bridge's close codes.
-pub fn close_reason(code: u16) -> &'static str {
-    match code {
-        4000 => "connection refused",
-        4001 => "connection timed out",
-        4002 => "forbidden destination (the bridge refuses private addresses unless started with --allow-private)",
-        4003 => "not a BitTorrent handshake",
-        4004 => "bridge busy",
-        4005 => "peer closed the connection",
-        1000 => "closed",
-        1006 => "the bridge could not be reached",
-        _ => "closed unexpectedly",
-    }
 }
 
 #[cfg(test)]
