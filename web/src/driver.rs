@@ -3,15 +3,17 @@
 //! arms one timer for the session's next deadline. Every BitTorrent decision is the session's.
 
 use crate::announce;
+use crate::commands::{self, Command};
 use crate::hasher;
-use crate::inbox::{self, Input};
-use crate::js::{global, now_ms};
+use crate::inbox::{self, Handler, Input};
+use crate::js::{global, now_ms, post, Obj};
 use crate::opfs::Opfs;
-use crate::snapshot;
+use crate::persist::{self, report_error, SUFFIXES};
+use crate::snapshot::{self, download_name};
 use crate::socket::PeerSocket;
 use crate::store::{self, Store};
 use protocol::client::contract::{close_words, BRIDGE_GONE};
-use protocol::client::{Action, Event, Prefill, Session};
+use protocol::client::{Action, AddError, AddTorrent, Event, Prefill, Session};
 use protocol::engine::ConnId;
 use protocol::InfoHash;
 use std::collections::HashMap;
@@ -25,14 +27,14 @@ const SNAPSHOT_MS: u64 = 250;
 const SENT_POLL_MS: u64 = 20;
 
 pub struct Driver {
-    pub session: Session,
-    pub opfs: Option<Opfs>,
+    session: Session,
+    opfs: Option<Opfs>,
     /// `ws://host` or `wss://host` of the bridge that served the page.
     ws_base: String,
     /// Torrents in the order they were added: the page lists them so.
-    pub order: Vec<InfoHash>,
+    order: Vec<InfoHash>,
     sockets: HashMap<(InfoHash, ConnId), PeerSocket>,
-    pub stores: HashMap<InfoHash, Store>,
+    stores: HashMap<InfoHash, Store>,
     /// Sockets closed by us, dropped on the next turn rather than inside their own callbacks.
     graveyard: Vec<PeerSocket>,
     /// A piece read back for hashing; WebCrypto copies it, so one buffer serves every piece.
@@ -40,7 +42,7 @@ pub struct Driver {
     timer: Timer,
     /// The timer fired since the last pump: held writes go out to the file.
     timer_fired: bool,
-    pub next_snapshot: u64,
+    next_snapshot: u64,
 }
 
 /// One `setTimeout` at a time, armed for the earliest deadline.
@@ -91,11 +93,16 @@ impl Driver {
             next_snapshot: 0,
         }
     }
+}
 
-    pub fn handle(&mut self, input: Input) {
+impl Handler for Driver {
+    fn handle(&mut self, input: Input) {
         let now = now_ms();
         match input {
-            Input::Command(msg) => self.command(msg),
+            Input::Command(msg) => match commands::parse(&msg) {
+                Ok(cmd) => self.command(cmd),
+                Err(e) => report_error(None, e),
+            },
             // Already there: a page command added it while the restore was reading.
             Input::Restore(add) => {
                 let _ = self.insert(add);
@@ -150,6 +157,12 @@ impl Driver {
         }
     }
 
+    fn pump(&mut self) {
+        self.pump_now();
+    }
+}
+
+impl Driver {
     fn peer_closed(&mut self, now: u64, id: InfoHash, conn: ConnId, code: u16, reason: &str) {
         let Some(sock) = self.sockets.remove(&(id, conn)) else {
             return;
@@ -198,7 +211,7 @@ impl Driver {
 
     /// Carries out everything the session asks until it has nothing more, then arms the timer
     /// for its next deadline (or the next snapshot).
-    pub fn pump(&mut self) {
+    fn pump_now(&mut self) {
         let mut now = now_ms();
         if self.session.poll_timeout().is_some_and(|t| t <= now) {
             self.session.handle_timeout(now);
@@ -260,7 +273,7 @@ impl Driver {
         self.timer.arm(due.max(now), now);
     }
 
-    pub fn post_snapshot(&mut self, now: u64) {
+    fn post_snapshot(&mut self, now: u64) {
         self.next_snapshot = now + SNAPSHOT_MS;
         snapshot::send(&self.session, &self.order, now);
     }
@@ -339,7 +352,7 @@ impl Driver {
         match event {
             Event::MetadataReceived { torrent } => {
                 if let Some(info) = self.session.info(torrent) {
-                    crate::persist::metadata(self.opfs.clone(), torrent, info.raw.clone());
+                    persist::metadata(self.opfs.clone(), torrent, info.raw.clone());
                 }
                 true
             }
@@ -352,7 +365,7 @@ impl Driver {
     }
 
     /// Forgets a torrent's sockets and store (the session has let go of it).
-    pub fn forget(&mut self, id: InfoHash) {
+    fn forget(&mut self, id: InfoHash) {
         let conns: Vec<(InfoHash, ConnId)> = self
             .sockets
             .keys()
@@ -369,5 +382,121 @@ impl Driver {
             store.close();
         }
         self.order.retain(|t| *t != id);
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Add {
+                add,
+                saved_as: (ext, bytes),
+                quiet,
+                source,
+            } => {
+                let id = add.info_hash;
+                match self.insert(add) {
+                    Ok(()) => persist::save(self.opfs.clone(), id, ext, bytes),
+                    Err(AddError::Duplicate) if quiet => {}
+                    Err(e) => report_error(
+                        None,
+                        commands::add_failed(source.as_deref(), &e.to_string()),
+                    ),
+                }
+            }
+            Command::Pause(id) => self.pause(&id),
+            Command::Resume(id) => self.resume(&id),
+            Command::Remove(id) => self.remove(&id),
+            Command::Save { id, file } => self.save(&id, file),
+        }
+    }
+
+    /// Adds a torrent (new or restored) to the session and the page's list.
+    fn insert(&mut self, add: AddTorrent) -> Result<(), AddError> {
+        let now = now_ms();
+        let id = self.session.add(now, add)?;
+        self.order.push(id);
+        self.post_snapshot(now);
+        Ok(())
+    }
+
+    fn id_of(&self, id: &str) -> Option<InfoHash> {
+        InfoHash::from_hex(id).filter(|ih| self.session.contains(*ih))
+    }
+
+    fn pause(&mut self, id: &str) {
+        let Some(ih) = self.id_of(id) else { return };
+        let now = now_ms();
+        self.session.pause(now, ih);
+        persist::save(self.opfs.clone(), ih, "paused", Vec::new());
+        self.post_snapshot(now);
+    }
+
+    fn resume(&mut self, id: &str) {
+        let Some(ih) = self.id_of(id) else { return };
+        let now = now_ms();
+        self.session.resume(now, ih);
+        persist::unsave(self.opfs.clone(), format!("{id}.paused"));
+        self.post_snapshot(now);
+    }
+
+    fn remove(&mut self, id: &str) {
+        let Some(ih) = self.id_of(id) else { return };
+        let now = now_ms();
+        // The session closes the connections and queues the `stopped` announce.
+        self.session.remove(now, ih);
+        self.forget(ih);
+        let hex = ih.to_hex();
+        if let Some(opfs) = self.opfs.clone() {
+            spawn_local(async move {
+                for ext in SUFFIXES {
+                    if let Err(e) = opfs.remove(&format!("{hex}{ext}")).await {
+                        report_error(Some(&hex), format!("cannot delete {hex}{ext}: {e}"));
+                    }
+                }
+            });
+        }
+        post(Obj::new().set("type", "removed").set("id", id));
+        self.post_snapshot(now);
+    }
+
+    /// Hands one complete file of the torrent to the page as a download.
+    fn save(&mut self, id: &str, file: Option<f64>) {
+        let Some(ih) = self.id_of(id) else { return };
+        let now = now_ms();
+        let (Some(info), Some(store), Some(status)) = (
+            self.session.info(ih),
+            self.stores.get(&ih).cloned(),
+            self.session.status(now, ih),
+        ) else {
+            return report_error(Some(id), "the torrent's data is not ready yet".into());
+        };
+        let index = file
+            .filter(|f| *f >= 0.0 && f.fract() == 0.0)
+            .map(|f| f as usize);
+        let Some((index, entry)) = index.and_then(|i| info.files.get(i).map(|e| (i, e))) else {
+            return report_error(Some(id), "there is no such file in this torrent".into());
+        };
+        let done = status.files.get(index).map_or(0, |f| f.done);
+        if done < entry.length {
+            return report_error(
+                Some(id),
+                format!("{} is not complete yet", entry.path.join("/")),
+            );
+        }
+        let (offset, len, name) = (entry.offset, entry.length, download_name(&entry.path));
+        let stable = self.session.is_complete(ih);
+        let id = id.to_string();
+        spawn_local(async move {
+            match store.export(offset, len, &name, stable).await {
+                Ok(blob) => post(
+                    Obj::new()
+                        .set("type", "file")
+                        .set("id", id)
+                        .set("file", index as u32)
+                        .set("name", name)
+                        .set("blob", blob),
+                ),
+                Err(e) => report_error(Some(&id), format!("cannot save {name}: {e}")),
+            }
+        });
     }
 }

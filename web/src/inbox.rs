@@ -3,7 +3,6 @@
 //! them in order and nothing else calls into it. A push while the driver runs (none is expected:
 //! JavaScript delivers events between tasks) simply waits its turn in the queue.
 
-use crate::driver::Driver;
 use crate::store::Store;
 use protocol::client::contract::AnnounceError;
 use protocol::client::AddTorrent;
@@ -66,8 +65,15 @@ const POOL: usize = 8;
 
 thread_local! {
     static QUEUE: RefCell<VecDeque<Input>> = const { RefCell::new(VecDeque::new()) };
-    static DRIVER: RefCell<Option<Driver>> = const { RefCell::new(None) };
+    static DRIVER: RefCell<Option<Box<dyn Handler>>> = const { RefCell::new(None) };
     static BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What takes the inputs: the driver. Behind a trait so that the queue knows nothing of it.
+pub trait Handler {
+    fn handle(&mut self, input: Input);
+    /// After a batch of inputs: carry out what they led to.
+    fn pump(&mut self);
 }
 
 /// Queues `input` and, unless the driver is already at work or not started, runs it.
@@ -77,7 +83,7 @@ pub fn push(input: Input) {
 }
 
 /// Installs the driver and takes what waited for it.
-pub fn start(driver: Driver) {
+pub fn start(driver: Box<dyn Handler>) {
     DRIVER.with(|d| *d.borrow_mut() = Some(driver));
     run();
 }

@@ -55,7 +55,11 @@ pub async fn start() {
     // A tab accepts no connections: `listen` stays `None`, and port 0 is announced.
     let session = Session::new(config, PeerId::generate(js::random_u64()), js::random_u64());
     let ws_base = format!("{scheme}://{}", location.host());
-    inbox::start(driver::Driver::new(session, opfs.clone(), ws_base));
+    inbox::start(Box::new(driver::Driver::new(
+        session,
+        opfs.clone(),
+        ws_base,
+    )));
     post(
         Obj::new()
             .set("type", "ready")
