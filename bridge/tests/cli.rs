@@ -76,6 +76,42 @@ fn usage_errors_exit_2() {
     assert_eq!(o.status.code(), Some(2));
 }
 
+#[test]
+fn a_download_that_cannot_move_gives_up_only_at_the_users_timeout_and_says_what_it_tried() {
+    let magnet = "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567&dn=x\
+                  &tr=http%3A%2F%2F127.0.0.1%3A1%2Fannounce&x.pe=127.0.0.1%3A1";
+    let d = tempdir("stall");
+    let started = std::time::Instant::now();
+    let o = bridge(&[
+        "download",
+        magnet,
+        "--output",
+        d.to_str().unwrap(),
+        "--port",
+        "0",
+        "--timeout",
+        "2",
+    ]);
+    let took = started.elapsed();
+    std::fs::remove_dir_all(&d).unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    let line = err.lines().last().unwrap_or_default();
+    assert!(
+        line.starts_with("error: no progress for 2 s: no peer connected"),
+        "{err}"
+    );
+    assert!(line.contains("last attempt 127.0.0.1:1: "), "{line}");
+    assert!(
+        line.contains("tracker failed: http://127.0.0.1:1/announce: tracker unreachable"),
+        "{line}"
+    );
+    assert!(
+        took >= std::time::Duration::from_secs(2),
+        "gave up after {took:?}"
+    );
+}
+
 /// Kills the child when a test fails half-way.
 struct Killed(std::process::Child);
 
