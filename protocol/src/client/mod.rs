@@ -231,7 +231,7 @@ impl Session {
 
     /// More peer addresses for a torrent (from the user, or a source the driver has).
     pub fn add_peers(&mut self, now: u64, id: InfoHash, addrs: &[SocketAddr], source: PeerSource) {
-        self.with(now, id, |t, _| t.add_peers(addrs, source));
+        self.with(now, id, |t, _| t.add_peers(now, addrs, source));
     }
 
     /// The answer to `Action::OpenStorage`.
@@ -279,7 +279,7 @@ impl Session {
     /// The driver met an error it cannot get past for this torrent (its store failed, hashing
     /// is impossible): the torrent stops, with these words.
     pub fn handle_failure(&mut self, now: u64, id: InfoHash, error: String) {
-        self.with(now, id, |t, out| t.fail(error, out));
+        self.with(now, id, |t, out| t.fail(now, error, out));
     }
 
     /// The answer to `Action::Announce`.
@@ -346,7 +346,7 @@ impl Session {
         let mut take = |id: &InfoHash, t: &mut Entry| {
             let found = t
                 .engine
-                .poll_transmit()
+                .poll_transmit(now)
                 .map(|(conn, bytes)| (*id, conn, bytes));
             // Producing uploads reads storage, which can fail: its events are due either way.
             t.after_engine(now, out);
@@ -391,13 +391,13 @@ impl Session {
     }
 
     /// What was tried to find and reach peers, in words (for a driver that gives up).
-    pub fn tried(&self, _now: u64, id: InfoHash) -> Option<String> {
-        Some(self.torrents.get(&id)?.tried())
+    pub fn tried(&self, now: u64, id: InfoHash) -> Option<String> {
+        Some(self.torrents.get(&id)?.tried(now))
     }
 
     /// The engine's counters, cheaper than a whole `status`.
     pub fn stats(&self, id: InfoHash) -> Option<engine::Stats> {
-        Some(self.torrents.get(&id)?.engine.stats())
+        Some(self.torrents.get(&id)?.stats())
     }
 
     fn with(&mut self, now: u64, id: InfoHash, f: impl FnOnce(&mut Entry, &mut Out)) {

@@ -83,6 +83,9 @@ pub(super) struct Entry {
     next_tick: u64,
     starved_at: u64,
     starved_rounds: u32,
+    /// The latest time the session was given: `Session::stats` is asked without one, and the
+    /// engine's rates need one.
+    seen: u64,
 }
 
 impl Entry {
@@ -133,12 +136,13 @@ impl Entry {
             next_tick: 0,
             starved_at: 0,
             starved_rounds: 0,
+            seen: 0,
         }
     }
 
     pub(super) fn start(&mut self, now: u64, out: &mut Out) {
         if self.paused {
-            self.engine.pause();
+            self.engine.pause(now);
         }
         match self.phase {
             Phase::Opening => out
@@ -157,7 +161,7 @@ impl Entry {
         }
         self.in_swarm = true;
         for (addr, source) in std::mem::take(&mut self.initial_peers) {
-            self.add_peers(&[addr], source);
+            self.add_peers(now, &[addr], source);
         }
     }
 
@@ -177,7 +181,7 @@ impl Entry {
         a.port() == listen.port() && (ip.is_loopback() || ip.is_unspecified() || ip == listen.ip())
     }
 
-    pub(super) fn add_peers(&mut self, addrs: &[SocketAddr], source: PeerSource) {
+    pub(super) fn add_peers(&mut self, now: u64, addrs: &[SocketAddr], source: PeerSource) {
         let list: Vec<SocketAddr> = addrs
             .iter()
             .copied()
@@ -192,7 +196,7 @@ impl Entry {
             return;
         }
         if !self.paused && !matches!(self.phase, Phase::Failed(_)) {
-            self.engine.add_peers(&list, source);
+            self.engine.add_peers(&list, source, now);
         }
     }
 
@@ -201,7 +205,7 @@ impl Entry {
             return;
         }
         self.paused = true;
-        self.engine.pause();
+        self.engine.pause(now);
         self.last_progress = now;
     }
 
@@ -210,17 +214,17 @@ impl Entry {
             return;
         }
         self.paused = false;
-        self.engine.resume();
+        self.engine.resume(now);
         self.joined_at = now;
         self.last_progress = now;
     }
 
     /// Closes everything and says `stopped` to the tracker that last answered.
     pub(super) fn stop(&mut self, now: u64, out: &mut Out) {
-        self.engine.pause();
+        self.engine.pause(now);
         self.after_engine(now, out);
         if let Some(p) = self.announcer.stopped() {
-            let request = self.request(Some(AnnounceEvent::Stopped), p.tracker_id);
+            let request = self.request(now, Some(AnnounceEvent::Stopped), p.tracker_id);
             out.actions.push_back(Action::Announce {
                 torrent: self.id,
                 url: p.url,
@@ -229,7 +233,7 @@ impl Entry {
         }
     }
 
-    pub(super) fn fail(&mut self, error: String, out: &mut Out) {
+    pub(super) fn fail(&mut self, now: u64, error: String, out: &mut Out) {
         if matches!(self.phase, Phase::Failed(_)) {
             return;
         }
@@ -239,7 +243,7 @@ impl Entry {
         });
         self.phase = Phase::Failed(error);
         self.check = None;
-        self.engine.pause();
+        self.engine.pause(now);
     }
 
     pub(super) fn storage_opened(
@@ -253,14 +257,18 @@ impl Entry {
         }
         let (storage, prefill) = match result {
             Ok(s) => s,
-            Err(e) => return self.fail(e, out),
+            Err(e) => return self.fail(now, e, out),
         };
-        self.engine.attach_storage(storage);
+        self.engine.attach_storage(storage, now);
         let pieces = self.engine.info().map_or(0, |i| i.num_pieces()) as usize;
         self.phase = Phase::Checking;
         match prefill {
-            Prefill::Empty => self.checked = self.engine.assume_checked(&vec![false; pieces]),
-            Prefill::Complete => self.checked = self.engine.assume_checked(&vec![true; pieces]),
+            Prefill::Empty => {
+                self.checked = self.engine.assume_checked(&vec![false; pieces], now);
+            }
+            Prefill::Complete => {
+                self.checked = self.engine.assume_checked(&vec![true; pieces], now);
+            }
             Prefill::Unknown if self.driver_hashes => {
                 self.check = Some(DriverCheck {
                     next: 0,
@@ -296,7 +304,7 @@ impl Entry {
             return;
         }
         self.phase = Phase::Ready;
-        let st = self.engine.stats();
+        let st = self.engine.stats(now);
         self.was_incomplete = st.pieces_have < st.pieces_total;
         out.events.push_back(Event::Checked {
             torrent: self.id,
@@ -315,7 +323,7 @@ impl Entry {
         out: &mut Out,
     ) {
         if job != CHECK_JOB {
-            self.engine.handle_piece_hash(piece, job, digest);
+            self.engine.handle_piece_hash(piece, job, digest, now);
             return;
         }
         let expected = self
@@ -333,8 +341,9 @@ impl Entry {
         if check.in_flight == 0 && check.next as usize >= check.have.len() {
             let have = std::mem::take(&mut check.have);
             self.check = None;
-            if !self.engine.assume_checked(&have) {
-                return self.fail("the check covered the wrong number of pieces".into(), out);
+            if !self.engine.assume_checked(&have, now) {
+                let error = "the check covered the wrong number of pieces".into();
+                return self.fail(now, error, out);
             }
             self.checked = true;
             self.after_check(now, out);
@@ -366,8 +375,8 @@ impl Entry {
         self.engine.handle_data(conn, data, now);
     }
 
-    pub(super) fn sent(&mut self, _now: u64, conn: ConnId, bytes: usize, _out: &mut Out) {
-        self.engine.handle_sent(conn, bytes);
+    pub(super) fn sent(&mut self, now: u64, conn: ConnId, bytes: usize, _out: &mut Out) {
+        self.engine.handle_sent(conn, bytes, now);
     }
 
     pub(super) fn closed(&mut self, now: u64, conn: ConnId, why: &str, _out: &mut Out) {
@@ -396,7 +405,7 @@ impl Entry {
                     warning: resp.warning.clone(),
                 });
                 if self.network_on() {
-                    self.add_peers(&resp.peers, PeerSource::Tracker);
+                    self.add_peers(now, &resp.peers, PeerSource::Tracker);
                 }
                 Ok(resp)
             }
@@ -420,6 +429,7 @@ impl Entry {
     }
 
     pub(super) fn timeout(&mut self, now: u64, out: &mut Out) {
+        self.seen = self.seen.max(now);
         if self.engine.poll_timeout().is_some_and(|t| t <= now) {
             self.engine.handle_timeout(now);
         }
@@ -429,13 +439,13 @@ impl Entry {
                 .info()
                 .map_or(1, |i| u64::from(i.piece_length.max(1)));
             let batch = (CHECK_SLICE_BYTES / piece_len).max(1) as u32;
-            match self.engine.check_existing(batch) {
+            match self.engine.check_existing(batch, now) {
                 Ok(true) => {
                     self.checked = true;
                     self.after_check(now, out);
                 }
                 Ok(false) => {}
-                Err(e) => self.fail(format!("cannot read the downloaded data: {e}"), out),
+                Err(e) => self.fail(now, format!("cannot read the downloaded data: {e}"), out),
             }
         }
         if now >= self.next_tick {
@@ -446,7 +456,7 @@ impl Entry {
 
     /// Once a second: stalls and starvation.
     fn tick(&mut self, now: u64) {
-        let st = self.engine.stats();
+        let st = self.engine.stats(now);
         let mark = (st.downloaded, st.verified, self.engine.info().is_some());
         if mark != self.progress_mark || !self.network_on() || self.is_complete() {
             self.progress_mark = mark;
@@ -489,12 +499,13 @@ impl Entry {
     /// Takes what the engine asked for and turns it into actions and events; then announces if
     /// one is due.
     pub(super) fn after_engine(&mut self, now: u64, out: &mut Out) {
+        self.seen = self.seen.max(now);
         while let Some(ev) = self.engine.poll_event() {
             self.on_engine_event(now, ev, out);
         }
         if self.network_on() {
             if let Some(p) = self.announcer.poll_announce(now) {
-                let request = self.request(p.event, p.tracker_id);
+                let request = self.request(now, p.event, p.tracker_id);
                 out.actions.push_back(Action::Announce {
                     torrent: self.id,
                     url: p.url,
@@ -560,12 +571,17 @@ impl Entry {
                     });
                 }
             }
-            engine::Event::StorageFailed(e) => self.fail(format!("storage failed: {e}"), out),
+            engine::Event::StorageFailed(e) => self.fail(now, format!("storage failed: {e}"), out),
         }
     }
 
-    fn request(&self, event: Option<AnnounceEvent>, tracker_id: Option<String>) -> AnnounceRequest {
-        let st = self.engine.stats();
+    fn request(
+        &self,
+        now: u64,
+        event: Option<AnnounceEvent>,
+        tracker_id: Option<String>,
+    ) -> AnnounceRequest {
+        let st = self.engine.stats(now);
         let left = match self.engine.info() {
             Some(info) => info.total_length.saturating_sub(st.verified),
             None => UNKNOWN_LEFT,
@@ -603,9 +619,14 @@ impl Entry {
         }
     }
 
+    /// The engine's counters, with its rates as of the latest time the session was given.
+    pub(super) fn stats(&self) -> engine::Stats {
+        self.engine.stats(self.seen)
+    }
+
     /// What was tried to find and reach peers, in words: for a driver that gives up.
-    pub(super) fn tried(&self) -> String {
-        let st = self.engine.stats();
+    pub(super) fn tried(&self, now: u64) -> String {
+        let st = self.engine.stats(now);
         let mut parts = vec![match st.peers_connected {
             0 => "no peer connected".to_string(),
             n => format!("{n} peers connected"),
@@ -623,7 +644,7 @@ impl Entry {
     }
 
     pub(super) fn status(&self, now: u64) -> Status {
-        let st = self.engine.stats();
+        let st = self.engine.stats(now);
         let info = self.engine.info();
         let total = info.map_or(0, |i| i.total_length);
         let complete = self.is_complete();
@@ -685,7 +706,7 @@ impl Entry {
                 .and_then(|_| eta_secs(total.saturating_sub(st.verified), st.download_rate)),
             peers_connected: st.peers_connected,
             peers_known: st.peers_known,
-            peers: self.engine.peers(),
+            peers: self.engine.peers(now),
             pieces_have: st.pieces_have,
             pieces_total: st.pieces_total,
             piece_map: piece_map(self.engine.have(), MAX_CELLS),

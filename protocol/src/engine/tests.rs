@@ -73,16 +73,16 @@ impl Node {
         }
     }
 
-    fn transmit(&mut self) -> Option<(ConnId, Vec<u8>)> {
+    fn transmit(&mut self, now: u64) -> Option<(ConnId, Vec<u8>)> {
         match &mut self.script {
             Some(s) => s.out.pop_front(),
-            None => self.torrent.poll_transmit(),
+            None => self.torrent.poll_transmit(now),
         }
     }
 
-    fn sent(&mut self, conn: ConnId, bytes: usize) {
+    fn sent(&mut self, conn: ConnId, bytes: usize, now: u64) {
         if self.script.is_none() {
-            self.torrent.handle_sent(conn, bytes);
+            self.torrent.handle_sent(conn, bytes, now);
         }
     }
 
@@ -280,7 +280,7 @@ impl Net {
                 }
             }
             for i in 0..self.nodes.len() {
-                while let Some((conn, bytes)) = self.nodes[i].transmit() {
+                while let Some((conn, bytes)) = self.nodes[i].transmit(self.now) {
                     busy = true;
                     let len = bytes.len();
                     if let Some(&(j, c)) = self.links.get(&(i, conn)) {
@@ -292,7 +292,7 @@ impl Net {
                             rest = &rest[n..];
                         }
                     }
-                    self.nodes[i].sent(conn, len);
+                    self.nodes[i].sent(conn, len, self.now);
                 }
             }
             let mut piece = Vec::new();
@@ -300,7 +300,7 @@ impl Net {
                 busy = true;
                 let t = &mut self.nodes[i].torrent;
                 t.read_piece(index, &mut piece).unwrap();
-                t.handle_piece_hash(index, job, Sha1::digest(&piece).into());
+                t.handle_piece_hash(index, job, Sha1::digest(&piece).into(), self.now);
             }
             if !busy {
                 return;
@@ -341,10 +341,13 @@ fn checked(info: &Info, data: &[u8], seed: u64) -> Torrent {
         Config::default(),
         seed,
     );
-    t.attach_storage(Box::new(MemoryStorage {
-        data: data.to_vec(),
-    }));
-    assert!(t.check_existing(u32::MAX).unwrap());
+    t.attach_storage(
+        Box::new(MemoryStorage {
+            data: data.to_vec(),
+        }),
+        0,
+    );
+    assert!(t.check_existing(u32::MAX, 0).unwrap());
     t
 }
 
@@ -380,11 +383,14 @@ fn corrupt_seeder_is_banned(leech_config: Config) {
         Config::default(),
         12,
     );
-    bad_t.attach_storage(Box::new(CorruptingStorage {
-        inner: MemoryStorage { data: data.clone() },
-        corrupt: corrupt_flag.clone(),
-    }));
-    assert!(bad_t.check_existing(u32::MAX).unwrap());
+    bad_t.attach_storage(
+        Box::new(CorruptingStorage {
+            inner: MemoryStorage { data: data.clone() },
+            corrupt: corrupt_flag.clone(),
+        }),
+        0,
+    );
+    assert!(bad_t.check_existing(u32::MAX, 0).unwrap());
     corrupt_flag.set(true);
     let bad = net.add(bad_t);
 
@@ -398,12 +404,13 @@ fn corrupt_seeder_is_banned(leech_config: Config) {
         leech_config,
         13,
     );
-    leech.attach_storage(Box::new(store.clone()));
-    assert!(leech.check_existing(u32::MAX).unwrap());
+    leech.attach_storage(Box::new(store.clone()), 0);
+    assert!(leech.check_existing(u32::MAX, 0).unwrap());
     // The corrupt peer first, so that it certainly gets pieces of its own to fail.
     leech.add_peers(
         &[net.nodes[bad].addr, net.nodes[good].addr],
         PeerSource::Manual,
+        0,
     );
     let l = net.add(leech);
 
@@ -445,6 +452,7 @@ fn magnet_fetches_metadata_then_downloads_from_two_seeders() {
     leech.add_peers(
         &[net.nodes[s1].addr, net.nodes[s2].addr],
         PeerSource::Magnet,
+        0,
     );
     let l = net.add(leech);
 
@@ -456,15 +464,20 @@ fn magnet_fetches_metadata_then_downloads_from_two_seeders() {
     let store = SharedStorage(Rc::new(std::cell::RefCell::new(MemoryStorage::new(
         info.total_length,
     ))));
-    net.nodes[l].torrent.attach_storage(Box::new(store.clone()));
-    assert!(net.nodes[l].torrent.check_existing(u32::MAX).unwrap());
+    net.nodes[l]
+        .torrent
+        .attach_storage(Box::new(store.clone()), net.now);
+    assert!(net.nodes[l]
+        .torrent
+        .check_existing(u32::MAX, net.now)
+        .unwrap());
     assert!(
         net.run_until(600_000, |n| n.nodes[l].torrent.is_complete()),
         "download did not complete"
     );
     assert!(store.0.borrow().data == data);
     assert_eq!(net.nodes[l].torrent.file_progress(), vec![1000, 699_000]);
-    let stats = net.nodes[l].torrent.stats();
+    let stats = net.nodes[l].torrent.stats(net.now);
     assert_eq!(stats.verified, info.total_length);
 }
 
@@ -483,9 +496,9 @@ fn resume_keeps_verified_pieces() {
         Config::default(),
         31,
     );
-    t.attach_storage(Box::new(MemoryStorage { data: partial }));
+    t.attach_storage(Box::new(MemoryStorage { data: partial }), 0);
     let mut rounds = 0;
-    while !t.check_existing(5).unwrap() {
+    while !t.check_existing(5, 0).unwrap() {
         rounds += 1;
     }
     assert!(rounds >= 5, "checking is done in slices");
@@ -504,10 +517,10 @@ fn assume_checked_skips_hashing_and_checks_the_length() {
         Config::default(),
         41,
     );
-    t.attach_storage(Box::new(MemoryStorage { data }));
-    assert!(!t.assume_checked(&[true; 3]), "wrong length is refused");
+    t.attach_storage(Box::new(MemoryStorage { data }), 0);
+    assert!(!t.assume_checked(&[true; 3], 0), "wrong length is refused");
     assert!(!t.is_complete());
-    assert!(t.assume_checked(&vec![true; info.num_pieces() as usize]));
+    assert!(t.assume_checked(&vec![true; info.num_pieces() as usize], 0));
     assert!(t.is_complete());
     assert_eq!(t.poll_event(), Some(Event::Complete));
 }
@@ -784,9 +797,9 @@ fn arbitrary_messages_from_a_peer_never_break_the_engine_or_its_uploads() {
             }
             now += rng.u64(..3000);
             t.handle_timeout(now);
-            while let Some((c, bytes)) = t.poll_transmit() {
+            while let Some((c, bytes)) = t.poll_transmit(now) {
                 assert_eq!(c, conn);
-                t.handle_sent(c, bytes.len());
+                t.handle_sent(c, bytes.len(), now);
                 from_engine.push(&bytes);
             }
             if !handshaken {
@@ -834,7 +847,7 @@ fn arbitrary_messages_from_a_peer_never_break_the_engine_or_its_uploads() {
             }
         }
         // Whatever the peer did, the engine stays usable.
-        let _ = (t.stats(), t.peers(), t.file_progress());
+        let _ = (t.stats(now), t.peers(now), t.file_progress());
     }
     assert!(blocks_checked > 50, "only {blocks_checked} uploads checked");
     assert!(closed > 100, "only {closed} of 300 peers dropped");
@@ -876,14 +889,14 @@ fn magnet_beats_a_metadata_liar(data: &[u8], info: &Info, lie: Vec<u8>, liar_alo
     // The liar first, so that its size is the first reported.
     net.nodes[l]
         .torrent
-        .add_peers(&[liar_addr], PeerSource::Magnet);
+        .add_peers(&[liar_addr], PeerSource::Magnet, net.now);
     if liar_alone_first {
         net.settle();
         assert!(answered.get() > 0, "the liar was not asked");
     }
     net.nodes[l]
         .torrent
-        .add_peers(&[honest_addr], PeerSource::Magnet);
+        .add_peers(&[honest_addr], PeerSource::Magnet, net.now);
 
     assert!(
         net.run_until(120_000, |n| n.nodes[l].torrent.info().is_some()),
@@ -893,8 +906,13 @@ fn magnet_beats_a_metadata_liar(data: &[u8], info: &Info, lie: Vec<u8>, liar_alo
     let store = SharedStorage(Rc::new(std::cell::RefCell::new(MemoryStorage::new(
         info.total_length,
     ))));
-    net.nodes[l].torrent.attach_storage(Box::new(store.clone()));
-    assert!(net.nodes[l].torrent.check_existing(u32::MAX).unwrap());
+    net.nodes[l]
+        .torrent
+        .attach_storage(Box::new(store.clone()), net.now);
+    assert!(net.nodes[l]
+        .torrent
+        .check_existing(u32::MAX, net.now)
+        .unwrap());
     assert!(
         net.run_until(600_000, |n| n.nodes[l].torrent.is_complete()),
         "download did not complete"
@@ -974,14 +992,14 @@ fn a_complete_torrent_dials_a_leecher_it_learns_of() {
         Config::default(),
         91,
     );
-    leech.attach_storage(Box::new(store.clone()));
-    assert!(leech.check_existing(u32::MAX).unwrap());
+    leech.attach_storage(Box::new(store.clone()), 0);
+    assert!(leech.check_existing(u32::MAX, 0).unwrap());
     let l = net.add(leech);
     let s = net.add(seeder(&info, &data, 92));
     let leech_addr = net.nodes[l].addr;
     net.nodes[s]
         .torrent
-        .add_peers(&[leech_addr], PeerSource::Tracker);
+        .add_peers(&[leech_addr], PeerSource::Tracker, net.now);
     assert!(
         net.run_until(120_000, |n| n.nodes[l].torrent.is_complete()),
         "the seed never served the leecher"
@@ -1002,7 +1020,7 @@ fn a_seed_does_not_redial_a_seed() {
     let b_addr = net.nodes[b].addr;
     net.nodes[a]
         .torrent
-        .add_peers(&[b_addr], PeerSource::Tracker);
+        .add_peers(&[b_addr], PeerSource::Tracker, net.now);
     net.run_until(3_600_000, |_| false);
     let events = &net.nodes[a].events;
     let connects = events
@@ -1015,5 +1033,5 @@ fn a_seed_does_not_redial_a_seed() {
         Event::Close { reason, .. } if *reason == CloseReason::BothSeeds
     )));
     // The address is still known, only not dialled.
-    assert_eq!(net.nodes[a].torrent.stats().peers_known, 1);
+    assert_eq!(net.nodes[a].torrent.stats(net.now).peers_known, 1);
 }

@@ -68,6 +68,8 @@ pub struct Torrent {
     check_next: u32,
     checked: bool,
     paused: bool,
+    /// The time given with the call being handled; never read across calls, as every method
+    /// whose behaviour depends on time takes it.
     now: u64,
     next_tick: u64,
     next_choke: u64,
@@ -162,7 +164,8 @@ impl Torrent {
 
     /// Gives the engine its store. Until then (a magnet waiting for metadata) no piece is
     /// requested or served.
-    pub fn attach_storage(&mut self, storage: Box<dyn Storage>) {
+    pub fn attach_storage(&mut self, storage: Box<dyn Storage>, now_ms: u64) {
+        self.now = now_ms;
         self.storage = Some(storage);
         self.check_next = 0;
         self.checked = false;
@@ -175,7 +178,8 @@ impl Torrent {
     /// Hashes up to `max_pieces` pieces already in storage (resume) and marks the good ones as
     /// had. Returns true once every piece has been checked. Call before connecting to peers, or
     /// interleaved with the driver's loop so a big check never blocks it.
-    pub fn check_existing(&mut self, max_pieces: u32) -> Result<bool, StorageError> {
+    pub fn check_existing(&mut self, max_pieces: u32, now_ms: u64) -> Result<bool, StorageError> {
+        self.now = now_ms;
         let (Some(picker), Some(storage)) = (self.picker.as_mut(), self.storage.as_mut()) else {
             return Ok(false);
         };
@@ -197,7 +201,8 @@ impl Torrent {
     /// For data the driver vouches for: a file it just created (nothing had) or a torrent it just
     /// built from the data (everything had). Returns false, changing nothing, if the length is not
     /// the piece count.
-    pub fn assume_checked(&mut self, have: &[bool]) -> bool {
+    pub fn assume_checked(&mut self, have: &[bool], now_ms: u64) -> bool {
+        self.now = now_ms;
         let Some(picker) = self.picker.as_mut() else {
             return false;
         };
@@ -227,7 +232,8 @@ impl Torrent {
     }
 
     /// Candidate peer addresses: the engine connects to them as slots free up.
-    pub fn add_peers(&mut self, addrs: &[SocketAddr], source: PeerSource) {
+    pub fn add_peers(&mut self, addrs: &[SocketAddr], source: PeerSource, now_ms: u64) {
+        self.now = now_ms;
         for &addr in addrs {
             if self.candidates.len() >= MAX_CANDIDATES {
                 break;
@@ -322,7 +328,8 @@ impl Torrent {
 
     /// `bytes` handed out by `poll_transmit` for `conn` have left through the socket: upload
     /// data is produced only while few bytes sit unsent, so a slow peer never fills our memory.
-    pub fn handle_sent(&mut self, conn: ConnId, bytes: usize) {
+    pub fn handle_sent(&mut self, conn: ConnId, bytes: usize, now_ms: u64) {
+        self.now = now_ms;
         if let Some(peer) = self.peers.get_mut(&conn) {
             peer.unsent = peer.unsent.saturating_sub(bytes);
         }
@@ -363,7 +370,8 @@ impl Torrent {
 
     /// Bytes to send on a connection. Connections take turns, so one busy upload cannot starve
     /// the others' requests.
-    pub fn poll_transmit(&mut self) -> Option<(ConnId, Vec<u8>)> {
+    pub fn poll_transmit(&mut self, now_ms: u64) -> Option<(ConnId, Vec<u8>)> {
+        self.now = now_ms;
         let start = self.transmit_cursor;
         let found = match take_output(
             self.peers.range_mut(start..),
@@ -409,7 +417,8 @@ impl Torrent {
 
     /// The driver's SHA-1 of a piece it was asked to hash (`Event::HashPiece`). An answer for a
     /// job no longer awaited (the piece was dropped by a pause meanwhile) is ignored.
-    pub fn handle_piece_hash(&mut self, piece: u32, job: u64, digest: [u8; 20]) {
+    pub fn handle_piece_hash(&mut self, piece: u32, job: u64, digest: [u8; 20], now_ms: u64) {
+        self.now = now_ms;
         let Some(outcome) = self
             .picker
             .as_mut()
@@ -425,7 +434,8 @@ impl Torrent {
         self.checked && self.picker.as_ref().is_some_and(Picker::is_complete)
     }
 
-    pub fn stats(&self) -> Stats {
+    /// The counters, with the rates as of `now_ms`.
+    pub fn stats(&self, now_ms: u64) -> Stats {
         let (verified, total, have, pieces) = match (&self.picker, &self.info) {
             (Some(p), Some(i)) => (
                 p.verified_bytes(),
@@ -442,8 +452,8 @@ impl Torrent {
             total,
             pieces_have: have,
             pieces_total: pieces,
-            download_rate: self.down.rate(self.now),
-            upload_rate: self.up.rate(self.now),
+            download_rate: self.down.rate(now_ms),
+            upload_rate: self.up.rate(now_ms),
             peers_connected: self
                 .peers
                 .values()
@@ -453,7 +463,8 @@ impl Torrent {
         }
     }
 
-    pub fn peers(&self) -> Vec<PeerInfo> {
+    /// The connected peers, with their rates as of `now_ms`.
+    pub fn peers(&self, now_ms: u64) -> Vec<PeerInfo> {
         let pieces = self.picker.as_ref().map_or(0, Picker::num_pieces);
         self.peers
             .values()
@@ -461,8 +472,8 @@ impl Torrent {
             .map(|p| PeerInfo {
                 addr: p.addr,
                 client: p.client_name(),
-                download_rate: p.down.rate(self.now),
-                upload_rate: p.up.rate(self.now),
+                download_rate: p.down.rate(now_ms),
+                upload_rate: p.up.rate(now_ms),
                 progress: if pieces == 0 {
                     0.0
                 } else {
@@ -507,7 +518,8 @@ impl Torrent {
     }
 
     /// Stops requesting and closes every connection (events follow); `resume` reconnects.
-    pub fn pause(&mut self) {
+    pub fn pause(&mut self, now_ms: u64) {
+        self.now = now_ms;
         self.paused = true;
         let conns: Vec<ConnId> = self.peers.keys().copied().collect();
         for conn in conns {
@@ -518,7 +530,8 @@ impl Torrent {
         }
     }
 
-    pub fn resume(&mut self) {
+    pub fn resume(&mut self, now_ms: u64) {
+        self.now = now_ms;
         self.paused = false;
         for c in self.candidates.values_mut() {
             c.next_try = 0;

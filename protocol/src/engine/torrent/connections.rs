@@ -194,6 +194,6 @@ impl Torrent {
 
     pub(super) fn storage_failed(&mut self, e: StorageError) {
         self.events.push_back(Event::StorageFailed(e.0));
-        self.pause();
+        self.pause(self.now);
     }
 }

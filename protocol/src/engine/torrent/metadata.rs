@@ -44,7 +44,7 @@ impl Torrent {
                 }
                 if let (Some(port), false) = (hs.p, peer.outgoing) {
                     let listen = SocketAddr::new(peer.addr.ip(), port);
-                    self.add_peers(&[listen], PeerSource::Incoming);
+                    self.add_peers(&[listen], PeerSource::Incoming, self.now);
                 }
                 self.request_metadata();
             }
@@ -55,7 +55,7 @@ impl Torrent {
             // Private torrents (BEP 27) take peers from their trackers only.
             UT_PEX_ID if !self.is_private() => {
                 let pex = PexMsg::decode(&payload).map_err(CloseReason::protocol)?;
-                self.add_peers(&pex.added, PeerSource::Pex);
+                self.add_peers(&pex.added, PeerSource::Pex, self.now);
             }
             _ => {}
         }
