@@ -1035,3 +1035,5 @@ fn a_seed_does_not_redial_a_seed() {
     // The address is still known, only not dialled.
     assert_eq!(net.nodes[a].torrent.stats(net.now).peers_known, 1);
 }
+
+mod timers;

@@ -19,13 +19,11 @@ mod connections;
 mod messages;
 mod metadata;
 mod requests;
+mod timers;
 
 use requests::take_output;
+use timers::Rounds;
 
-const TICK_MS: u64 = 1000;
-const CHOKE_INTERVAL_MS: u64 = 10_000;
-const OPTIMISTIC_INTERVAL_MS: u64 = 30_000;
-const PEX_INTERVAL_MS: u64 = 60_000;
 /// Candidate addresses we remember at most (trackers and PEX are untrusted sources).
 const MAX_CANDIDATES: usize = 2000;
 
@@ -68,14 +66,13 @@ pub struct Torrent {
     check_next: u32,
     checked: bool,
     paused: bool,
-    /// The time given with the call being handled; never read across calls, as every method
-    /// whose behaviour depends on time takes it.
+    /// The time given with the latest call: every method whose behaviour depends on time takes
+    /// it, so it is only read across calls as the time at which `catch_up_due` fell due.
     now: u64,
-    next_tick: u64,
-    next_choke: u64,
-    next_optimistic: u64,
+    rounds: Rounds,
+    /// See `work_freed`.
+    catch_up_due: bool,
     optimistic: Option<ConnId>,
-    next_pex: u64,
     down: RateMeter,
     up: RateMeter,
     complete_reported: bool,
@@ -120,11 +117,9 @@ impl Torrent {
             checked: false,
             paused: false,
             now: 0,
-            next_tick: 0,
-            next_choke: CHOKE_INTERVAL_MS,
-            next_optimistic: OPTIMISTIC_INTERVAL_MS,
+            rounds: Rounds::default(),
+            catch_up_due: false,
             optimistic: None,
-            next_pex: PEX_INTERVAL_MS,
             down: RateMeter::default(),
             up: RateMeter::default(),
             complete_reported: false,
@@ -193,6 +188,8 @@ impl Torrent {
         if self.check_next >= picker.num_pieces() && !self.checked {
             self.checked = true;
             self.after_check();
+            // Requests wait for the check.
+            self.refill_all();
         }
         Ok(self.checked)
     }
@@ -262,6 +259,8 @@ impl Torrent {
                 peer.connected_at = now_ms;
                 peer.last_recv = now_ms;
                 peer.out.extend_from_slice(&handshake);
+                // One attempt fewer in flight: another may start.
+                self.work_freed();
             }
         }
     }
@@ -323,7 +322,7 @@ impl Torrent {
     pub fn handle_closed(&mut self, conn: ConnId, now_ms: u64) {
         self.now = now_ms;
         self.remove_peer(conn);
-        self.maybe_connect();
+        self.catch_up();
     }
 
     /// `bytes` handed out by `poll_transmit` for `conn` have left through the socket: upload
@@ -335,33 +334,17 @@ impl Torrent {
         }
     }
 
+    /// Does what is due at `now_ms`: timeouts, keep-alives, the choker and PEX rounds, dialling.
     pub fn handle_timeout(&mut self, now_ms: u64) {
         self.now = now_ms;
-        if now_ms < self.next_tick {
-            return;
-        }
-        self.next_tick = now_ms + TICK_MS;
-        self.expire_peers();
-        if now_ms >= self.next_choke {
-            self.next_choke = now_ms + CHOKE_INTERVAL_MS;
-            let rotate = now_ms >= self.next_optimistic;
-            if rotate {
-                self.next_optimistic = now_ms + OPTIMISTIC_INTERVAL_MS;
-            }
-            self.run_choker(rotate);
-        }
-        if now_ms >= self.next_pex {
-            self.next_pex = now_ms + PEX_INTERVAL_MS;
-            self.send_pex();
-        }
-        self.maybe_connect();
-        self.request_metadata();
-        self.refill_all();
+        self.run_timers();
     }
 
-    /// When the engine next wants `handle_timeout`.
+    /// When the engine next wants `handle_timeout`: the earliest deadline, or `None` while
+    /// nothing is pending. Once `handle_timeout` has run at a time, the next deadline is later
+    /// unless new input made something due at once.
     pub fn poll_timeout(&self) -> Option<u64> {
-        Some(self.next_tick)
+        self.next_deadline()
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {

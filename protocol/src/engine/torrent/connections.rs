@@ -1,17 +1,22 @@
-//! Connections: dialling candidates, dropping peers, timers, strikes and bans.
+//! Connections: dialling candidates, dropping peers, strikes and bans.
 
-use super::Torrent;
+use super::{Candidate, Torrent};
 use crate::engine::peer::{Peer, Stage};
 use crate::engine::{CloseReason, ConnId, Event};
 use crate::storage::StorageError;
-use crate::wire::Message;
 use std::net::SocketAddr;
 
-const HANDSHAKE_TIMEOUT_MS: u64 = 20_000;
-const CONNECT_TIMEOUT_MS: u64 = 30_000;
-const METADATA_TIMEOUT_MS: u64 = 20_000;
 /// Bad pieces a peer may send alone before it is banned.
 const STRIKES_TO_BAN: u32 = 2;
+
+impl Candidate {
+    /// Whether it may be dialled once its `next_try` comes. A complete torrent dials too (a
+    /// leecher may not be reachable for incoming connections), but not the seeds it has met.
+    fn dialable(&self, complete: bool) -> bool {
+        let seed_to_a_seed = complete && self.seed;
+        !self.in_use && !seed_to_a_seed
+    }
+}
 
 impl Torrent {
     pub(super) fn alloc_conn(&mut self) -> ConnId {
@@ -20,24 +25,41 @@ impl Torrent {
         conn
     }
 
-    /// Dials candidates while slots are free. A complete torrent dials too (a leecher may not
-    /// be reachable for incoming connections), but not the seeds it has met.
-    pub(super) fn maybe_connect(&mut self) {
-        if self.paused {
-            return;
-        }
-        let complete = self.is_complete();
-        let mut connecting = self
+    /// Room for one more outgoing attempt: peers and attempts in flight under their limits.
+    fn dial_slot_free(&self) -> bool {
+        let connecting = self
             .peers
             .values()
             .filter(|p| p.stage == Stage::Connecting)
             .count();
-        while self.peers.len() < self.config.max_peers && connecting < self.config.max_connecting {
+        !self.paused
+            && self.peers.len() < self.config.max_peers
+            && connecting < self.config.max_connecting
+    }
+
+    /// When `maybe_connect` next has someone to dial: never while no slot is free, as a slot
+    /// freed later calls for a catch-up of its own.
+    pub(super) fn next_dial(&self) -> Option<u64> {
+        if !self.dial_slot_free() {
+            return None;
+        }
+        let complete = self.is_complete();
+        self.candidates
+            .values()
+            .filter(|c| c.dialable(complete))
+            .map(|c| c.next_try)
+            .min()
+    }
+
+    /// Dials candidates while slots are free.
+    pub(super) fn maybe_connect(&mut self) {
+        let complete = self.is_complete();
+        while self.dial_slot_free() {
             let now = self.now;
             let Some((&addr, cand)) = self
                 .candidates
                 .iter_mut()
-                .filter(|(_, c)| !c.in_use && c.next_try <= now && !(complete && c.seed))
+                .filter(|(_, c)| c.dialable(complete) && c.next_try <= now)
                 .min_by_key(|(_, c)| c.failures)
             else {
                 break;
@@ -48,7 +70,6 @@ impl Torrent {
             self.peers
                 .insert(conn, Peer::new(conn, addr, source, true, now));
             self.events.push_back(Event::Connect { conn, addr });
-            connecting += 1;
         }
     }
 
@@ -83,68 +104,13 @@ impl Torrent {
         }
         // Requests the peer held may now go to others.
         self.refill_all();
+        self.work_freed();
         Some(peer)
     }
 
     pub(super) fn close(&mut self, conn: ConnId, reason: CloseReason) {
         if self.remove_peer(conn).is_some() {
             self.events.push_back(Event::Close { conn, reason });
-        }
-    }
-
-    pub(super) fn expire_peers(&mut self) {
-        let now = self.now;
-        let mut to_close = Vec::new();
-        let mut dropped = Vec::new();
-        for peer in self.peers.values_mut() {
-            let idle = now.saturating_sub(peer.last_recv);
-            match peer.stage {
-                Stage::Connecting if now.saturating_sub(peer.connected_at) > CONNECT_TIMEOUT_MS => {
-                    to_close.push((peer.conn, CloseReason::ConnectTimedOut));
-                    continue;
-                }
-                Stage::Handshake if idle > HANDSHAKE_TIMEOUT_MS => {
-                    to_close.push((peer.conn, CloseReason::HandshakeTimedOut));
-                    continue;
-                }
-                Stage::Active if idle > self.config.peer_timeout_ms => {
-                    to_close.push((peer.conn, CloseReason::TimedOut));
-                    continue;
-                }
-                _ => {}
-            }
-            if peer.stage != Stage::Active {
-                continue;
-            }
-            if now.saturating_sub(peer.last_send) >= self.config.keepalive_ms && peer.out.is_empty()
-            {
-                Message::KeepAlive.encode(&mut peer.out);
-                peer.last_send = now;
-            }
-            // A peer that sits on our requests is snubbed: its requests go to others.
-            if let Some(&(_, sent)) = peer.requests.front() {
-                if now.saturating_sub(sent) > self.config.request_timeout_ms {
-                    peer.snubbed = true;
-                    dropped.extend(peer.requests.drain(..).map(|(r, _)| r));
-                }
-            }
-            if let Some((piece, sent)) = peer.metadata_request {
-                if now.saturating_sub(sent) > METADATA_TIMEOUT_MS {
-                    peer.metadata_request = None;
-                    // A request left unanswered (a reject is marked when it arrives).
-                    if piece != u32::MAX {
-                        peer.metadata_refused = true;
-                    }
-                }
-            }
-        }
-        if let Some(picker) = self.picker.as_mut() {
-            for req in dropped {
-                picker.request_dropped(req);
-            }
-        }
-        for (conn, reason) in to_close {
-            self.close(conn, reason);
         }
     }
 

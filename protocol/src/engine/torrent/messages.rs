@@ -131,6 +131,7 @@ impl Torrent {
                             picker.request_dropped(r);
                         }
                     }
+                    self.work_freed();
                 }
             }
             Message::Unchoke => peer.peer_choking = false,
@@ -188,6 +189,7 @@ impl Torrent {
                     if let Some(picker) = self.picker.as_mut() {
                         picker.request_dropped(req);
                     }
+                    self.work_freed();
                 }
             }
             Message::Extended { id, payload } => self.on_extended(conn, id, payload)?,

@@ -97,6 +97,8 @@ impl Torrent {
                     // Leave the stamp in place so this peer is not asked again until it expires.
                     peer.metadata_request = Some((u32::MAX, self.now));
                     peer.metadata_refused = true;
+                    // The piece may be asked of another peer.
+                    self.work_freed();
                 }
             }
             MetadataMsg::Data {

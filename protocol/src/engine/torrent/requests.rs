@@ -100,6 +100,8 @@ impl Torrent {
             PieceOutcome::Verified => self.on_piece_verified(index),
             PieceOutcome::Failed { contributors } => {
                 self.events.push_back(Event::PieceFailed(index));
+                // Its blocks are to be had again, by any peer.
+                self.work_freed();
                 // Only a piece with one source proves who sent bad data.
                 if let [culprit] = contributors[..] {
                     self.strike(culprit);
