@@ -7,8 +7,9 @@
 //! really listens, an early re-announce with backoff when starved of peers), which addresses are
 //! our own, pause, resume and removal, completion and seeding, stalls, and the [`Status`] a
 //! person sees. Like quinn's `Endpoint`, it takes input through `handle_*(now, ...)` and gives
-//! output through [`Session::poll_action`], [`Session::poll_event`], [`Session::poll_transmit`]
-//! and [`Session::poll_timeout`]; the driver only moves bytes, time and storage in and out.
+//! output through [`Session::poll_action`], [`Session::poll_event`],
+//! [`Session::poll_transmit_into`] and [`Session::poll_timeout`]; the driver only moves bytes,
+//! time and storage in and out.
 
 pub mod contract;
 mod status;
@@ -339,15 +340,18 @@ impl Session {
         self.out.events.pop_front()
     }
 
-    /// Bytes to send on a connection. Torrents take turns, as connections do within one.
-    pub fn poll_transmit(&mut self, now: u64) -> Option<(InfoHash, ConnId, Vec<u8>)> {
+    /// Bytes to send on a connection, swapped into `buf` (see `engine::Torrent::poll_transmit`):
+    /// hand the same buffers back and sending allocates nothing. Torrents take turns, as
+    /// connections do within one.
+    pub fn poll_transmit_into(
+        &mut self,
+        now: u64,
+        buf: &mut Vec<u8>,
+    ) -> Option<(InfoHash, ConnId)> {
         let start = self.transmit_cursor.unwrap_or(InfoHash([0; 20]));
         let out = &mut self.out;
         let mut take = |id: &InfoHash, t: &mut Entry| {
-            let found = t
-                .engine
-                .poll_transmit(now)
-                .map(|(conn, bytes)| (*id, conn, bytes));
+            let found = t.engine.poll_transmit(now, buf).map(|conn| (*id, conn));
             // Producing uploads reads storage, which can fail: its events are due either way.
             t.after_engine(now, out);
             found
@@ -363,10 +367,17 @@ impl Session {
                 .range_mut(..start)
                 .find_map(|(id, t)| take(id, t)),
         };
-        if let Some((id, _, _)) = &found {
+        if let Some((id, _)) = &found {
             self.transmit_cursor = Some(*id);
         }
         found
+    }
+
+    /// `poll_transmit_into` with a fresh buffer each time, for drivers not yet moved to it.
+    pub fn poll_transmit(&mut self, now: u64) -> Option<(InfoHash, ConnId, Vec<u8>)> {
+        let mut buf = Vec::new();
+        let (id, conn) = self.poll_transmit_into(now, &mut buf)?;
+        Some((id, conn, buf))
     }
 
     pub fn torrents(&self) -> impl Iterator<Item = InfoHash> + '_ {

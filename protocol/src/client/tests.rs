@@ -120,6 +120,7 @@ impl World {
 
     /// Delivers everything until no session has anything more to say.
     fn settle(&mut self) {
+        let mut bytes = Vec::new();
         for _ in 0..100_000 {
             let mut busy = false;
             for i in 0..self.nodes.len() {
@@ -130,7 +131,10 @@ impl World {
                     busy = true;
                     self.act(i, action);
                 }
-                while let Some((id, conn, bytes)) = self.nodes[i].session.poll_transmit(self.now) {
+                while let Some((id, conn)) = self.nodes[i]
+                    .session
+                    .poll_transmit_into(self.now, &mut bytes)
+                {
                     busy = true;
                     let now = self.now;
                     if let Some(&(j, c)) = self.links.get(&(i, conn)) {

@@ -73,10 +73,14 @@ impl Node {
         }
     }
 
-    fn transmit(&mut self, now: u64) -> Option<(ConnId, Vec<u8>)> {
+    fn transmit(&mut self, now: u64, buf: &mut Vec<u8>) -> Option<ConnId> {
         match &mut self.script {
-            Some(s) => s.out.pop_front(),
-            None => self.torrent.poll_transmit(now),
+            Some(s) => {
+                let (conn, bytes) = s.out.pop_front()?;
+                *buf = bytes;
+                Some(conn)
+            }
+            None => self.torrent.poll_transmit(now, buf),
         }
     }
 
@@ -279,8 +283,9 @@ impl Net {
                     None => self.nodes[i].torrent.handle_closed(conn, self.now),
                 }
             }
+            let mut bytes = Vec::new();
             for i in 0..self.nodes.len() {
-                while let Some((conn, bytes)) = self.nodes[i].transmit(self.now) {
+                while let Some(conn) = self.nodes[i].transmit(self.now, &mut bytes) {
                     busy = true;
                     let len = bytes.len();
                     if let Some(&(j, c)) = self.links.get(&(i, conn)) {
@@ -776,6 +781,7 @@ fn arbitrary_messages_from_a_peer_never_break_the_engine_or_its_uploads() {
         .encode(&mut frame);
         t.handle_data(conn, &frame, 0);
         let mut from_engine = Decoder::new(1 << 20);
+        let mut out = Vec::new();
         let mut handshaken = false;
         let mut now = 0;
         // From peers that are nearly well-behaved to peers that are mostly noise.
@@ -797,10 +803,10 @@ fn arbitrary_messages_from_a_peer_never_break_the_engine_or_its_uploads() {
             }
             now += rng.u64(..3000);
             t.handle_timeout(now);
-            while let Some((c, bytes)) = t.poll_transmit(now) {
+            while let Some(c) = t.poll_transmit(now, &mut out) {
                 assert_eq!(c, conn);
-                t.handle_sent(c, bytes.len(), now);
-                from_engine.push(&bytes);
+                t.handle_sent(c, out.len(), now);
+                from_engine.push(&out);
             }
             if !handshaken {
                 handshaken = from_engine.next_handshake().unwrap().is_some();
@@ -1037,3 +1043,4 @@ fn a_seed_does_not_redial_a_seed() {
 }
 
 mod timers;
+mod transmit;

@@ -351,9 +351,11 @@ impl Torrent {
         self.events.pop_front()
     }
 
-    /// Bytes to send on a connection. Connections take turns, so one busy upload cannot starve
-    /// the others' requests.
-    pub fn poll_transmit(&mut self, now_ms: u64) -> Option<(ConnId, Vec<u8>)> {
+    /// Bytes to send on a connection, swapped into `buf`: what `buf` held is dropped, and its
+    /// allocation is reused for that connection's next messages, so a driver that hands the
+    /// same buffers back never allocates per send. Connections take turns, so one busy upload
+    /// cannot starve the others' requests.
+    pub fn poll_transmit(&mut self, now_ms: u64, buf: &mut Vec<u8>) -> Option<ConnId> {
         self.now = now_ms;
         let start = self.transmit_cursor;
         let found = match take_output(
@@ -361,21 +363,23 @@ impl Torrent {
             self.picker.as_ref(),
             &mut self.storage,
             &mut self.up,
-            self.now,
+            now_ms,
+            buf,
         ) {
             Ok(None) => take_output(
                 self.peers.range_mut(..start),
                 self.picker.as_ref(),
                 &mut self.storage,
                 &mut self.up,
-                self.now,
+                now_ms,
+                buf,
             ),
             other => other,
         };
         match found {
-            Ok(Some((conn, out))) => {
+            Ok(Some(conn)) => {
                 self.transmit_cursor = ConnId(conn.0 + 1);
-                Some((conn, out))
+                Some(conn)
             }
             Ok(None) => None,
             Err(e) => {

@@ -13,6 +13,9 @@ use bytes::Bytes;
 const UPLOAD_WINDOW: usize = 1 << 20;
 /// Requests longer than this are refused (clients send 16 KiB; some up to 128 KiB).
 const MAX_REQUEST_LEN: u32 = 128 * 1024;
+/// The largest send buffer a peer keeps for its next messages: send buffers pass from the driver
+/// to any peer, and one grown by an upload would otherwise end up held by every peer in turn.
+const KEPT_CAPACITY: usize = 64 * 1024;
 
 impl Torrent {
     pub(super) fn on_request(
@@ -199,14 +202,17 @@ impl Torrent {
     }
 }
 
-/// The first connection in `peers` with bytes to send, after topping up its uploads.
+/// The first connection in `peers` with bytes to send, after topping up its uploads. Its bytes
+/// are swapped into `buf`, whose old contents are dropped and whose allocation the peer keeps
+/// for its next messages.
 pub(super) fn take_output<'a>(
     peers: impl Iterator<Item = (&'a ConnId, &'a mut Peer)>,
     picker: Option<&Picker>,
     storage: &mut Option<Box<dyn Storage>>,
     up: &mut RateMeter,
     now: u64,
-) -> Result<Option<(ConnId, Vec<u8>)>, StorageError> {
+    buf: &mut Vec<u8>,
+) -> Result<Option<ConnId>, StorageError> {
     for (&conn, peer) in peers {
         if peer.stage == Stage::Connecting {
             continue;
@@ -215,10 +221,14 @@ pub(super) fn take_output<'a>(
             fill_uploads(peer, picker, storage.as_mut(), up, now)?;
         }
         if !peer.out.is_empty() {
-            let out = std::mem::take(&mut peer.out);
-            peer.unsent += out.len();
+            peer.unsent += peer.out.len();
             peer.last_send = now;
-            return Ok(Some((conn, out)));
+            buf.clear();
+            if buf.capacity() > KEPT_CAPACITY {
+                *buf = Vec::new();
+            }
+            std::mem::swap(buf, &mut peer.out);
+            return Ok(Some(conn));
         }
     }
     Ok(None)
