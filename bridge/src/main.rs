@@ -3,6 +3,7 @@
 
 mod download;
 mod file_storage;
+mod peers;
 mod progress;
 mod seed;
 mod serve;

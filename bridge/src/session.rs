@@ -3,50 +3,28 @@
 //! (whom to dial, when to announce, what a status means) is the session's.
 //!
 //! The session is not `Send` (its stores are plain `Box<dyn Storage>`), so it lives in the future
-//! the runtime blocks on, and everything that waits on the network runs as tasks on the worker
-//! threads: one reader and one writer per connection, connects, the listener, announces. They
-//! talk to the loop through channels:
-//! - readers send `(ConnId, Bytes)` through one bounded channel shared by all connections, so a
-//!   fast swarm cannot outrun hashing and disk (memory stays bounded);
-//! - everything else (connects, accepts, flushed byte counts, announces) goes through an unbounded
-//!   control channel whose traffic is bounded by what the session itself started, so a writer
-//!   never waits on the loop while the loop waits on it.
-//!
-//! Outgoing bytes are coalesced per connection in `pending` and handed to the writer when its
-//! small queue has room: the loop never blocks on a slow peer, and a peer that stops reading is
-//! dropped once `MAX_PENDING` bytes pile up.
+//! the runtime blocks on; everything that waits on the network runs as tasks (`peers`, the
+//! announces) that report back through channels.
 
 use crate::file_storage::{Access, FileStorage};
+use crate::peers::{IoEvent, Peers, ReadMsg};
 use crate::progress::Progress;
 use crate::tracker_client;
 use anyhow::{anyhow, bail, Context, Result};
-use bytes::{Bytes, BytesMut};
 use protocol::client::{Action, AddTorrent, Config, Event, Prefill, Session};
 use protocol::engine::{ConnId, PeerSource};
 use protocol::metainfo::Info;
 use protocol::{InfoHash, PeerId};
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-/// Bytes a reader asks the socket for at once.
-const READ_BUF: usize = 64 * 1024;
-/// Read chunks waiting for the loop, all connections together (at most ~4 MiB).
-const READ_QUEUE: usize = 64;
-/// Coalesced buffers waiting for one connection's writer.
-const WRITE_QUEUE: usize = 2;
-/// Unsent bytes for one peer beyond which it is considered stuck and dropped.
-const MAX_PENDING: usize = 16 << 20;
 /// Read chunks handled per wake-up before the session's output is flushed.
 const READ_BATCH: usize = 256;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Shutdown waits this long for the `stopped` announces.
 const STOP_ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -108,51 +86,18 @@ pub async fn listen(bind: IpAddr, port: u16) -> Result<TcpListener> {
         .with_context(|| format!("cannot listen on {}", SocketAddr::new(bind, port)))
 }
 
-enum ReadMsg {
-    Data(ConnId, Bytes),
-    /// Sent through the data channel so it arrives after the connection's last bytes.
-    Closed(ConnId, String),
-}
-
+/// What the loop's own tasks report.
 enum Ctl {
-    Connected(ConnId, TcpStream),
-    ConnectFailed(ConnId, String),
-    Incoming(TcpStream, SocketAddr),
-    Sent(ConnId, usize),
-    WriteFailed(ConnId, String),
     Announced(
         String,
         Result<protocol::tracker::AnnounceResponse, protocol::tracker::TrackerError>,
     ),
 }
 
-struct Conn {
-    addr: SocketAddr,
-    state: ConnState,
-}
-
-enum ConnState {
-    Connecting(AbortHandle),
-    Open {
-        writer: mpsc::Sender<Vec<u8>>,
-        pending: Vec<u8>,
-        tasks: [AbortHandle; 2],
-    },
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        // Aborting both halves' tasks drops the socket: forgetting a connection closes it.
-        match &self.state {
-            ConnState::Connecting(h) => h.abort(),
-            ConnState::Open { tasks, .. } => tasks.iter().for_each(AbortHandle::abort),
-        }
-    }
-}
-
 /// How the loop was woken.
 enum Wake {
     Read(ReadMsg),
+    Io(IoEvent),
     Ctl(Ctl),
     Timer,
     Tick,
@@ -168,9 +113,9 @@ pub struct Driver {
     listener: Option<TcpListener>,
     listen_addr: SocketAddr,
     epoch: Instant,
-    conns: HashMap<ConnId, Conn>,
-    data_tx: mpsc::Sender<ReadMsg>,
-    data_rx: mpsc::Receiver<ReadMsg>,
+    peers: Peers,
+    /// Goes back and forth with the session's send buffers (`poll_transmit`).
+    tx_buf: Vec<u8>,
     ctl_tx: mpsc::UnboundedSender<Ctl>,
     ctl_rx: mpsc::UnboundedReceiver<Ctl>,
     progress: Progress,
@@ -205,7 +150,6 @@ impl Driver {
         let id = session
             .add(0, add)
             .map_err(|e| anyhow!("cannot add the torrent: {e}"))?;
-        let (data_tx, data_rx) = mpsc::channel(READ_QUEUE);
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
         let progress = match opts.show_progress {
             true => Progress::new(),
@@ -220,9 +164,8 @@ impl Driver {
             listener: Some(listener),
             listen_addr,
             epoch,
-            conns: HashMap::new(),
-            data_tx,
-            data_rx,
+            peers: Peers::new(),
+            tx_buf: Vec::new(),
             ctl_tx,
             ctl_rx,
             progress,
@@ -248,11 +191,11 @@ impl Driver {
     /// Runs until the download completes (without `seed_after`), a signal, or a failure.
     pub async fn run(mut self) -> Result<()> {
         if let Some(listener) = self.listener.take() {
-            tokio::spawn(accept_loop(listener, self.ctl_tx.clone()));
+            self.peers.listen(listener);
         }
         let result = self.event_loop().await;
         self.progress.finish();
-        self.conns.clear();
+        self.peers.clear();
         self.announce_stopped().await;
         result
     }
@@ -284,7 +227,8 @@ impl Driver {
                 _ = &mut ctrl_c => Wake::Signal("interrupted"),
                 _ = sigterm.recv() => Wake::Signal("terminated"),
                 Some(m) = self.ctl_rx.recv() => Wake::Ctl(m),
-                Some(m) = self.data_rx.recv() => Wake::Read(m),
+                Some(m) = self.peers.io_rx.recv() => Wake::Io(m),
+                Some(m) = self.peers.data_rx.recv() => Wake::Read(m),
                 _ = tick.tick() => Wake::Tick,
                 _ = timer => Wake::Timer,
             };
@@ -299,6 +243,7 @@ impl Driver {
                     };
                 }
                 Wake::Read(m) => self.on_read(m),
+                Wake::Io(m) => self.on_io(m),
                 Wake::Ctl(m) => self.on_ctl(m),
                 Wake::Tick => self.on_tick()?,
                 Wake::Timer => {}
@@ -307,8 +252,11 @@ impl Driver {
             while let Ok(m) = self.ctl_rx.try_recv() {
                 self.on_ctl(m);
             }
+            while let Ok(m) = self.peers.io_rx.try_recv() {
+                self.on_io(m);
+            }
             for _ in 0..READ_BATCH {
-                match self.data_rx.try_recv() {
+                match self.peers.data_rx.try_recv() {
                     Ok(m) => self.on_read(m),
                     Err(_) => break,
                 }
@@ -335,81 +283,26 @@ impl Driver {
                 done |= self.on_event(event)?;
             }
             let now = self.now_ms();
-            while let Some((_, conn, bytes)) = self.session.poll_transmit(now) {
+            while let Some((_, conn)) = self.session.poll_transmit(now, &mut self.tx_buf) {
                 any = true;
-                if let Some(Conn {
-                    state: ConnState::Open { pending, .. },
-                    ..
-                }) = self.conns.get_mut(&conn)
-                {
-                    if pending.is_empty() {
-                        *pending = bytes;
-                    } else {
-                        pending.extend_from_slice(&bytes);
-                    }
-                }
+                self.peers.queue(conn, &mut self.tx_buf);
             }
             if !any {
                 break;
             }
         }
-        let mut stuck = Vec::new();
-        for (&id, conn) in &mut self.conns {
-            let ConnState::Open {
-                writer, pending, ..
-            } = &mut conn.state
-            else {
-                continue;
-            };
-            if pending.is_empty() {
-                continue;
-            }
-            match writer.try_send(std::mem::take(pending)) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(buf)) => {
-                    *pending = buf;
-                    if pending.len() > MAX_PENDING {
-                        stuck.push(id);
-                    }
-                }
-                // The writer ended; its failure report is on the way.
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
-            }
-        }
-        for id in stuck {
-            self.drop_conn(id, "peer does not read what we send");
+        for conn in self.peers.flush() {
+            self.drop_conn(conn, "peer does not read what we send");
         }
         Ok(done)
     }
 
     fn on_action(&mut self, action: Action) {
         match action {
-            Action::Connect { conn, addr, .. } => {
-                let ctl = self.ctl_tx.clone();
-                let task = tokio::spawn(async move {
-                    let msg = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-                        .await
-                    {
-                        Ok(Ok(s)) => Ctl::Connected(conn, s),
-                        Ok(Err(e)) => Ctl::ConnectFailed(conn, e.to_string()),
-                        Err(_) => Ctl::ConnectFailed(
-                            conn,
-                            format!("no answer in {} s", CONNECT_TIMEOUT.as_secs()),
-                        ),
-                    };
-                    let _ = ctl.send(msg);
-                });
-                self.conns.insert(
-                    conn,
-                    Conn {
-                        addr,
-                        state: ConnState::Connecting(task.abort_handle()),
-                    },
-                );
-            }
+            Action::Connect { conn, addr, .. } => self.peers.connect(conn, addr),
             Action::Close { conn, reason, .. } => {
-                if let Some(c) = self.conns.remove(&conn) {
-                    info!("peer {} closed: {reason}", c.addr);
+                if let Some(addr) = self.peers.remove(conn) {
+                    info!("peer {addr} closed: {reason}");
                 }
             }
             Action::OpenStorage { torrent } => {
@@ -530,13 +423,7 @@ impl Driver {
     fn on_read(&mut self, m: ReadMsg) {
         match m {
             ReadMsg::Data(conn, data) => {
-                if matches!(
-                    self.conns.get(&conn),
-                    Some(Conn {
-                        state: ConnState::Open { .. },
-                        ..
-                    })
-                ) {
+                if self.peers.is_open(conn) {
                     let now = self.now_ms();
                     self.session.handle_data(now, self.id, conn, &data);
                 }
@@ -547,72 +434,57 @@ impl Driver {
 
     /// The connection ended on our side of the session: tell the session.
     fn drop_conn(&mut self, conn: ConnId, reason: &str) {
-        if let Some(c) = self.conns.remove(&conn) {
-            info!("peer {} closed: {reason}", c.addr);
+        if let Some(addr) = self.peers.remove(conn) {
+            info!("peer {addr} closed: {reason}");
             let now = self.now_ms();
             self.session.handle_closed(now, self.id, conn, reason);
+        }
+    }
+
+    fn on_io(&mut self, m: IoEvent) {
+        let now = self.now_ms();
+        match m {
+            IoEvent::Connected(conn, stream) => {
+                let Some(addr) = self.peers.connecting(conn) else {
+                    return;
+                };
+                info!("peer {addr} connected");
+                self.peers.open(conn, stream, addr);
+                self.session.handle_connected(now, self.id, conn);
+            }
+            IoEvent::ConnectFailed(conn, reason) => {
+                if let Some(addr) = self.peers.remove(conn) {
+                    info!("peer {addr} connect failed: {reason}");
+                    self.session.handle_closed(now, self.id, conn, &reason);
+                }
+            }
+            IoEvent::Incoming(stream, addr) => {
+                match self.session.handle_incoming(now, self.id, addr) {
+                    Some(conn) => {
+                        info!("peer {addr} connected (incoming)");
+                        self.peers.open(conn, stream, addr);
+                    }
+                    None => debug!("peer {addr} refused (full or banned)"),
+                }
+            }
+            IoEvent::Sent(conn, buf) => {
+                if self.peers.contains(conn) {
+                    self.session.handle_sent(now, self.id, conn, buf.len());
+                    self.peers.sent(conn, buf);
+                }
+            }
+            IoEvent::WriteFailed(conn, reason) => self.drop_conn(conn, &reason),
         }
     }
 
     fn on_ctl(&mut self, m: Ctl) {
         let now = self.now_ms();
         match m {
-            Ctl::Connected(conn, stream) => {
-                let Some(c) = self.conns.get(&conn) else {
-                    return;
-                };
-                if !matches!(c.state, ConnState::Connecting(_)) {
-                    return;
-                }
-                let addr = c.addr;
-                info!("peer {addr} connected");
-                self.open(conn, stream, addr);
-                self.session.handle_connected(now, self.id, conn);
-            }
-            Ctl::ConnectFailed(conn, reason) => {
-                if let Some(c) = self.conns.remove(&conn) {
-                    info!("peer {} connect failed: {reason}", c.addr);
-                    self.session.handle_closed(now, self.id, conn, &reason);
-                }
-            }
-            Ctl::Incoming(stream, addr) => match self.session.handle_incoming(now, self.id, addr) {
-                Some(conn) => {
-                    info!("peer {addr} connected (incoming)");
-                    self.open(conn, stream, addr);
-                }
-                None => debug!("peer {addr} refused (full or banned)"),
-            },
-            Ctl::Sent(conn, n) => {
-                if self.conns.contains_key(&conn) {
-                    self.session.handle_sent(now, self.id, conn, n);
-                }
-            }
-            Ctl::WriteFailed(conn, reason) => self.drop_conn(conn, &reason),
             Ctl::Announced(url, result) => {
                 self.session
                     .handle_announce(now, self.id, &url, result.map_err(Into::into));
             }
         }
-    }
-
-    fn open(&mut self, conn: ConnId, stream: TcpStream, addr: SocketAddr) {
-        // Requests are tiny and latency-bound; coalescing is done here, not by Nagle.
-        let _ = stream.set_nodelay(true);
-        let (rd, wr) = stream.into_split();
-        let (wtx, wrx) = mpsc::channel(WRITE_QUEUE);
-        let r = tokio::spawn(read_loop(conn, rd, self.data_tx.clone())).abort_handle();
-        let w = tokio::spawn(write_loop(conn, wr, wrx, self.ctl_tx.clone())).abort_handle();
-        self.conns.insert(
-            conn,
-            Conn {
-                addr,
-                state: ConnState::Open {
-                    writer: wtx,
-                    pending: Vec::new(),
-                    tasks: [r, w],
-                },
-            },
-        );
     }
 
     fn on_tick(&mut self) -> Result<()> {
@@ -658,61 +530,5 @@ impl Driver {
             }
         }
         while set.join_next().await.is_some() {}
-    }
-}
-
-async fn accept_loop(listener: TcpListener, ctl: mpsc::UnboundedSender<Ctl>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, addr)) => {
-                if ctl.send(Ctl::Incoming(stream, addr)).is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                // Out of descriptors and the like: back off instead of spinning.
-                warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-async fn read_loop(conn: ConnId, mut rd: OwnedReadHalf, tx: mpsc::Sender<ReadMsg>) {
-    let mut buf = BytesMut::with_capacity(READ_BUF);
-    let reason = loop {
-        // Reclaims the same allocation once the session has dropped the previous chunk.
-        buf.reserve(READ_BUF);
-        match rd.read_buf(&mut buf).await {
-            Ok(0) => break "peer closed the connection".to_string(),
-            Ok(_) => {
-                if tx
-                    .send(ReadMsg::Data(conn, buf.split().freeze()))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            Err(e) => break e.to_string(),
-        }
-    };
-    let _ = tx.send(ReadMsg::Closed(conn, reason)).await;
-}
-
-async fn write_loop(
-    conn: ConnId,
-    mut wr: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-    ctl: mpsc::UnboundedSender<Ctl>,
-) {
-    while let Some(buf) = rx.recv().await {
-        if let Err(e) = wr.write_all(&buf).await {
-            let _ = ctl.send(Ctl::WriteFailed(conn, e.to_string()));
-            return;
-        }
-        if ctl.send(Ctl::Sent(conn, buf.len())).is_err() {
-            return;
-        }
     }
 }

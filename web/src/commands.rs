@@ -14,7 +14,7 @@ const MAX_TORRENT_FILE: usize = 32 << 20;
 
 pub enum Command {
     Add {
-        add: AddTorrent,
+        add: Box<AddTorrent>,
         /// The side file that brings it back after a reload: its suffix and bytes.
         saved_as: (&'static str, Vec<u8>),
         /// An add of a torrent already in the list is no error (a magnet in the address).
@@ -56,7 +56,7 @@ fn parse_add(msg: &JsValue) -> Result<Command, String> {
         let magnet = Magnet::parse(uri.trim()).map_err(|e| fail(e.to_string()))?;
         let bytes = magnet.to_uri().into_bytes();
         return Ok(Command::Add {
-            add: crate::persist::from_magnet(magnet, None, false),
+            add: Box::new(crate::persist::from_magnet(magnet, None, false)),
             saved_as: ("magnet", bytes),
             quiet,
             source,
@@ -76,7 +76,7 @@ fn parse_add(msg: &JsValue) -> Result<Command, String> {
     let bytes = bytes.to_vec();
     let meta = Metainfo::from_bytes(&bytes).map_err(|e| fail(e.to_string()))?;
     Ok(Command::Add {
-        add: crate::persist::from_metainfo(meta, false),
+        add: Box::new(crate::persist::from_metainfo(meta, false)),
         saved_as: ("torrent", bytes),
         quiet,
         source,

@@ -37,6 +37,8 @@ pub struct Driver {
     stores: HashMap<InfoHash, Store>,
     /// Sockets closed by us, dropped on the next turn rather than inside their own callbacks.
     graveyard: Vec<PeerSocket>,
+    /// Goes back and forth with the session's send buffers (`poll_transmit`).
+    tx_buf: Vec<u8>,
     /// A piece read back for hashing; WebCrypto copies it, so one buffer serves every piece.
     hash_buf: Vec<u8>,
     timer: Timer,
@@ -88,6 +90,7 @@ impl Driver {
             stores: HashMap::new(),
             graveyard: Vec::new(),
             hash_buf: Vec::new(),
+            tx_buf: Vec::new(),
             timer: Timer::new(),
             timer_fired: false,
             next_snapshot: 0,
@@ -235,10 +238,11 @@ impl Driver {
                 any = true;
                 news |= self.on_event(event);
             }
-            while let Some((id, conn, data)) = self.session.poll_transmit(now) {
+            while let Some((id, conn)) = self.session.poll_transmit(now, &mut self.tx_buf) {
                 any = true;
-                if let Some(sock) = self.sockets.get_mut(&(id, conn)) {
-                    sock.queue(data);
+                match self.sockets.get_mut(&(id, conn)) {
+                    Some(sock) => sock.queue(&mut self.tx_buf),
+                    None => self.tx_buf.clear(),
                 }
             }
             for (&(id, conn), sock) in self.sockets.iter_mut() {
@@ -393,7 +397,7 @@ impl Driver {
                 source,
             } => {
                 let id = add.info_hash;
-                match self.insert(add) {
+                match self.insert(*add) {
                     Ok(()) => persist::save(self.opfs.clone(), id, ext, bytes),
                     Err(AddError::Duplicate) if quiet => {}
                     Err(e) => report_error(

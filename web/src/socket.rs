@@ -74,11 +74,23 @@ impl PeerSocket {
         })
     }
 
-    pub fn queue(&mut self, data: Vec<u8>) {
-        if !data.is_empty() {
-            self.backlog.push_back(data);
+    /// Sends `data` now as far as the browser's buffer has room, and keeps the rest. `data` is
+    /// left empty; in the common case (nothing waiting, room to send) it keeps its capacity, so
+    /// the session's next message needs no allocation.
+    pub fn queue(&mut self, data: &mut Vec<u8>) {
+        if data.is_empty() {
+            return;
         }
         self.flush();
+        if self.backlog.is_empty() && self.opened {
+            let sent = self.send_from(data, 0);
+            if sent == data.len() {
+                data.clear();
+                return;
+            }
+            self.front_sent = sent;
+        }
+        self.backlog.push_back(std::mem::take(data));
     }
 
     /// Sends from the backlog while the browser's buffer has room.
@@ -86,12 +98,22 @@ impl PeerSocket {
         if !self.opened {
             return;
         }
-        while let Some(front) = self.backlog.front() {
-            if self.buffered() >= MAX_BUFFERED {
+        while let Some(front) = self.backlog.pop_front() {
+            let sent = self.send_from(&front, self.front_sent);
+            if sent < front.len() {
+                self.front_sent = sent;
+                self.backlog.push_front(front);
                 break;
             }
-            let end = front.len().min(self.front_sent + MAX_SEND);
-            let chunk = &front[self.front_sent..end];
+            self.front_sent = 0;
+        }
+    }
+
+    /// Sends `buf[from..]` in messages while the browser's buffer has room; returns how far it got.
+    fn send_from(&mut self, buf: &[u8], mut from: usize) -> usize {
+        while from < buf.len() && self.buffered() < MAX_BUFFERED {
+            let end = buf.len().min(from + MAX_SEND);
+            let chunk = &buf[from..end];
             match &self.link {
                 Link::Direct { ws, .. } => {
                     if ws.send_with_u8_array(chunk).is_err() {
@@ -100,13 +122,10 @@ impl PeerSocket {
                 }
                 Link::Relay(slot) => relay::send(*slot, chunk),
             }
-            self.in_flight += (end - self.front_sent) as u64;
-            self.front_sent = end;
-            if end == front.len() {
-                self.backlog.pop_front();
-                self.front_sent = 0;
-            }
+            self.in_flight += (end - from) as u64;
+            from = end;
         }
+        from
     }
 
     /// Bytes handed to the browser that it has not put on the wire yet.

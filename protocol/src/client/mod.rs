@@ -8,7 +8,7 @@
 //! our own, pause, resume and removal, completion and seeding, stalls, and the [`Status`] a
 //! person sees. Like quinn's `Endpoint`, it takes input through `handle_*(now, ...)` and gives
 //! output through [`Session::poll_action`], [`Session::poll_event`],
-//! [`Session::poll_transmit_into`] and [`Session::poll_timeout`]; the driver only moves bytes,
+//! [`Session::poll_transmit`] and [`Session::poll_timeout`]; the driver only moves bytes,
 //! time and storage in and out.
 
 pub mod contract;
@@ -324,6 +324,7 @@ impl Session {
     pub fn handle_timeout(&mut self, now: u64) {
         for t in self.torrents.values_mut() {
             t.timeout(now, &mut self.out);
+            t.after_engine(now, &mut self.out);
         }
     }
 
@@ -343,11 +344,7 @@ impl Session {
     /// Bytes to send on a connection, swapped into `buf` (see `engine::Torrent::poll_transmit`):
     /// hand the same buffers back and sending allocates nothing. Torrents take turns, as
     /// connections do within one.
-    pub fn poll_transmit_into(
-        &mut self,
-        now: u64,
-        buf: &mut Vec<u8>,
-    ) -> Option<(InfoHash, ConnId)> {
+    pub fn poll_transmit(&mut self, now: u64, buf: &mut Vec<u8>) -> Option<(InfoHash, ConnId)> {
         let start = self.transmit_cursor.unwrap_or(InfoHash([0; 20]));
         let out = &mut self.out;
         let mut take = |id: &InfoHash, t: &mut Entry| {
@@ -371,13 +368,6 @@ impl Session {
             self.transmit_cursor = Some(*id);
         }
         found
-    }
-
-    /// `poll_transmit_into` with a fresh buffer each time, for drivers not yet moved to it.
-    pub fn poll_transmit(&mut self, now: u64) -> Option<(InfoHash, ConnId, Vec<u8>)> {
-        let mut buf = Vec::new();
-        let (id, conn) = self.poll_transmit_into(now, &mut buf)?;
-        Some((id, conn, buf))
     }
 
     pub fn torrents(&self) -> impl Iterator<Item = InfoHash> + '_ {

@@ -131,9 +131,8 @@ impl World {
                     busy = true;
                     self.act(i, action);
                 }
-                while let Some((id, conn)) = self.nodes[i]
-                    .session
-                    .poll_transmit_into(self.now, &mut bytes)
+                while let Some((id, conn)) =
+                    self.nodes[i].session.poll_transmit(self.now, &mut bytes)
                 {
                     busy = true;
                     let now = self.now;

@@ -195,7 +195,8 @@ impl Entry {
                 .extend(list.into_iter().map(|a| (a, source)));
             return;
         }
-        if !self.paused && !matches!(self.phase, Phase::Failed(_)) {
+        // Kept while paused too: the engine dials them once resumed.
+        if !matches!(self.phase, Phase::Failed(_)) {
             self.engine.add_peers(&list, source, now);
         }
     }
