@@ -496,3 +496,24 @@ fn storage_that_cannot_open_fails_the_torrent_with_the_reason() {
         "a failed torrent announces nothing"
     );
 }
+
+#[test]
+fn a_lone_seed_sleeps_until_its_next_announce() {
+    let (data, info) = make_torrent(100_000, 16384, 7);
+    let mut w = World::new();
+    let s = w.node(true, false, (data, Prefill::Complete));
+    w.add(s, Some(&info), &[TRACKER]);
+    w.settle();
+    assert_eq!(w.announces(s).len(), 1);
+    assert_eq!(w.nodes[s].session.poll_timeout(), Some(1_800_000));
+    let mut w = World::new();
+    let s = w.node(true, false, (Vec::new(), Prefill::Complete));
+    let (_, info) = make_torrent(100_000, 16384, 8);
+    w.add(s, Some(&info), &[]);
+    w.settle();
+    assert_eq!(
+        w.nodes[s].session.poll_timeout(),
+        None,
+        "nothing to wait for"
+    );
+}

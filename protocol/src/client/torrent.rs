@@ -218,6 +218,8 @@ impl Entry {
         self.engine.resume(now);
         self.joined_at = now;
         self.last_progress = now;
+        self.starved_rounds = 0;
+        self.starved_at = 0;
     }
 
     /// Closes everything and says `stopped` to the tracker that last answered.
@@ -449,23 +451,21 @@ impl Entry {
                 Err(e) => self.fail(now, format!("cannot read the downloaded data: {e}"), out),
             }
         }
-        if now >= self.next_tick {
+        if now >= self.next_tick && self.downloading() {
             self.next_tick = now + TICK_MS;
             self.tick(now);
         }
     }
 
-    /// Once a second: stalls and starvation.
+    /// Once a second while downloading: stalls and starvation.
     fn tick(&mut self, now: u64) {
         let st = self.engine.stats(now);
         let mark = (st.downloaded, st.verified, self.engine.info().is_some());
-        if mark != self.progress_mark || !self.network_on() || self.is_complete() {
+        if mark != self.progress_mark {
             self.progress_mark = mark;
             self.last_progress = now;
         }
-        let starving =
-            self.network_on() && !self.is_complete() && st.peers_connected < STARVED_BELOW;
-        if !starving {
+        if st.peers_connected >= STARVED_BELOW {
             self.starved_rounds = 0;
             self.starved_at = 0;
         } else if now >= self.starved_at {
@@ -482,19 +482,29 @@ impl Entry {
 
     /// When this torrent next wants `handle_timeout`.
     pub(super) fn deadline(&self) -> Option<u64> {
-        let mut due = self.next_tick;
+        let mut due: Option<u64> = None;
+        let mut at = |t: u64| due = Some(due.map_or(t, |d| d.min(t)));
+        // Only a download in the swarm has stalls and starvation to look at: a paused, failed
+        // or seeding torrent sleeps until its engine or its trackers want it.
+        if self.downloading() {
+            at(self.next_tick);
+        }
         if let Some(t) = self.engine.poll_timeout() {
-            due = due.min(t);
+            at(t);
         }
         if self.phase == Phase::Checking && self.check.is_none() && !self.driver_hashes {
-            due = 0;
+            at(0);
         }
         if self.network_on() {
             if let Some(t) = self.announcer.poll_timeout() {
-                due = due.min(t);
+                at(t);
             }
         }
-        Some(due)
+        due
+    }
+
+    fn downloading(&self) -> bool {
+        self.network_on() && !self.is_complete()
     }
 
     /// Takes what the engine asked for and turns it into actions and events; then announces if
