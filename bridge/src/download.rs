@@ -20,8 +20,9 @@ pub struct DownloadArgs {
     /// <DIR>/<name>.
     #[arg(short, long, value_name = "DIR", default_value = ".")]
     pub output: PathBuf,
-    /// Address to accept peers on.
-    #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
+    /// Address to accept peers on (default: every IPv6 and IPv4 address, or every IPv4 one
+    /// where the machine has no IPv6).
+    #[arg(long, value_name = "IP", default_value = "::")]
     pub bind: IpAddr,
     /// Port to accept peers on (0 = any free port).
     #[arg(long, value_name = "N", default_value_t = 6881)]

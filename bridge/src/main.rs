@@ -116,7 +116,7 @@ mod tests {
         };
         assert_eq!(a.source, "x.torrent");
         assert_eq!(a.output, std::path::PathBuf::from("."));
-        assert_eq!(a.bind.to_string(), "0.0.0.0");
+        assert_eq!(a.bind.to_string(), "::");
         assert_eq!(a.port, 6881);
         assert!(!a.seed);
         assert!(a.peers.is_empty());

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use protocol::magnet::Magnet;
 use protocol::metainfo::{piece_length_for, torrent_file_bytes, Info, InfoBuilder};
 use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// Data is hashed in reads of this size.
@@ -23,8 +23,9 @@ pub struct SeedArgs {
     /// Where to write the .torrent (default: <name>.torrent in the current folder).
     #[arg(long, value_name = "FILE")]
     pub torrent_out: Option<PathBuf>,
-    /// Address to accept peers on.
-    #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
+    /// Address to accept peers on (default: every IPv6 and IPv4 address, or every IPv4 one
+    /// where the machine has no IPv6).
+    #[arg(long, value_name = "IP", default_value = "::")]
     pub bind: IpAddr,
     /// Port to accept peers on (0 = any free port).
     #[arg(long, value_name = "N", default_value_t = 6881)]
@@ -192,11 +193,11 @@ pub async fn run(args: SeedArgs) -> Result<()> {
     session.run().await
 }
 
-/// The address a local peer can reach us on: the bound one, or loopback for a wildcard bind.
+/// The address a local peer can reach us on: the bound one, or IPv4 loopback for a wildcard
+/// bind (a dual-stack `::` takes IPv4 too, and every client speaks IPv4).
 fn reachable_ip(bind: IpAddr) -> IpAddr {
     match bind {
-        IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         ip => ip,
     }
 }
@@ -264,8 +265,9 @@ mod tests {
         );
         assert_eq!(
             reachable_ip("::".parse().unwrap()),
-            IpAddr::V6(Ipv6Addr::LOCALHOST)
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
         );
+        assert_eq!(reachable_ip("::1".parse().unwrap()).to_string(), "::1");
         assert_eq!(
             reachable_ip("10.0.0.1".parse().unwrap()).to_string(),
             "10.0.0.1"

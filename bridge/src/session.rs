@@ -80,10 +80,33 @@ pub fn seeding(
 }
 
 /// Binds the peer listener. Done before the session exists because it announces the port.
+/// `::` listens dual-stack (IPv4 peers arrive as mapped addresses, which the driver turns back
+/// into IPv4), falling back to `0.0.0.0` on a machine without IPv6.
 pub async fn listen(bind: IpAddr, port: u16) -> Result<TcpListener> {
-    TcpListener::bind((bind, port))
-        .await
-        .with_context(|| format!("cannot listen on {}", SocketAddr::new(bind, port)))
+    let addr = SocketAddr::new(bind, port);
+    let bound = match bind {
+        IpAddr::V6(v6) if v6.is_unspecified() => match dual_stack(addr) {
+            Ok(l) => Ok(l),
+            Err(e) => {
+                debug!("no IPv6 listener ({e}): IPv4 only");
+                TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)).await
+            }
+        },
+        _ => TcpListener::bind(addr).await,
+    };
+    bound.with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// A listener on `[::]:port` that takes IPv4 too, whatever the system's `bindv6only` says.
+fn dual_stack(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_only_v6(false)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// What the loop's own tasks report.
@@ -459,6 +482,8 @@ impl Driver {
                 }
             }
             IoEvent::Incoming(stream, addr) => {
+                // A dual-stack listener reports IPv4 peers as `::ffff:a.b.c.d`.
+                let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
                 match self.session.handle_incoming(now, self.id, addr) {
                     Some(conn) => {
                         info!("peer {addr} connected (incoming)");

@@ -127,7 +127,7 @@ def add_torrent(ses, args):
         handle.set_download_limit(args.download_limit)
     for peer in args.peer:
         host, _, port = peer.rpartition(":")
-        handle.connect_peer((host, int(port)))
+        handle.connect_peer((host.strip("[]"), int(port)))
     return handle
 
 

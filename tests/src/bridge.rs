@@ -43,6 +43,8 @@ pub struct Download {
     pub port: Option<u16>,
     pub timeout_secs: Option<u64>,
     pub seed: bool,
+    /// `--bind`; `None` leaves the bridge's default (dual-stack `::`).
+    pub bind: Option<String>,
 }
 
 impl Download {
@@ -56,6 +58,7 @@ impl Download {
             port: Some(0),
             timeout_secs: None,
             seed: false,
+            bind: Some("127.0.0.1".into()),
         }
     }
 
@@ -65,6 +68,12 @@ impl Download {
 
     pub fn peer(mut self, addr: SocketAddr) -> Self {
         self.peers.push(addr);
+        self
+    }
+
+    /// Listens where the bridge does by default: `::`, IPv6 and IPv4.
+    pub fn default_bind(mut self) -> Self {
+        self.bind = None;
         self
     }
 
@@ -78,8 +87,10 @@ impl Download {
         cmd.arg("download")
             .arg(&self.source)
             .arg("--output")
-            .arg(&self.output)
-            .args(["--bind", "127.0.0.1"]);
+            .arg(&self.output);
+        if let Some(ip) = &self.bind {
+            cmd.args(["--bind", ip]);
+        }
         if let Some(p) = self.port {
             cmd.args(["--port", &p.to_string()]);
         }
@@ -224,12 +235,26 @@ impl Seed {
     /// Starts `bridge seed PATH` on 127.0.0.1:`port` and waits for its `magnet:` and `torrent:`
     /// lines.
     pub fn start(path: &Path, torrent_out: &Path, port: u16, trackers: &[String]) -> Seed {
+        Seed::start_on(Some("127.0.0.1"), path, torrent_out, port, trackers)
+    }
+
+    /// As `start`, with `--bind IP` (`None`: the bridge's default, dual-stack `::`).
+    pub fn start_on(
+        bind: Option<&str>,
+        path: &Path,
+        torrent_out: &Path,
+        port: u16,
+        trackers: &[String],
+    ) -> Seed {
         let mut cmd = Command::new(bridge_bin());
         cmd.arg("seed")
             .arg(path)
             .arg("--torrent-out")
             .arg(torrent_out)
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()]);
+            .args(["--port", &port.to_string()]);
+        if let Some(ip) = bind {
+            cmd.args(["--bind", ip]);
+        }
         for t in trackers {
             cmd.args(["--tracker", t]);
         }

@@ -12,6 +12,7 @@ pub mod data;
 pub mod fake_peer;
 pub mod libtorrent;
 pub mod net;
+pub mod node_tracker;
 pub mod page;
 pub mod process;
 pub mod swarm;

@@ -119,6 +119,8 @@ pub struct LtOptions {
     pub peers: Vec<SocketAddr>,
     pub exit_when_finished: bool,
     pub seed_mode: bool,
+    /// The address it listens on (`[::1]` for IPv6); default 127.0.0.1.
+    pub bind: Option<String>,
 }
 
 impl LtOptions {
@@ -132,6 +134,7 @@ impl LtOptions {
             peers: Vec::new(),
             exit_when_finished: false,
             seed_mode: false,
+            bind: None,
         }
     }
 
@@ -166,6 +169,12 @@ impl LtOptions {
         self
     }
 
+    /// Listens on `ip` instead of 127.0.0.1 (an IPv6 one in brackets: `[::1]`).
+    pub fn bind(mut self, ip: &str) -> Self {
+        self.bind = Some(ip.to_string());
+        self
+    }
+
     pub fn exit_when_finished(mut self) -> Self {
         self.exit_when_finished = true;
         self
@@ -195,6 +204,9 @@ impl LtOptions {
         }
         if self.seed_mode {
             cmd.arg("--seed-mode");
+        }
+        if let Some(ip) = &self.bind {
+            cmd.args(["--bind", ip]);
         }
         cmd
     }
