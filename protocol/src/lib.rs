@@ -11,6 +11,7 @@ pub mod engine;
 pub mod extension;
 pub mod magnet;
 pub mod metainfo;
+pub mod mse;
 pub mod storage;
 #[cfg(test)]
 mod testing;
