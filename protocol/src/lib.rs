@@ -7,6 +7,7 @@
 
 pub mod bencode;
 pub mod client;
+pub mod dht;
 pub mod engine;
 pub mod extension;
 pub mod magnet;
