@@ -3,10 +3,12 @@
 use std::time::Duration;
 
 use tests::bridge::{expect_complete, peer_log, Download, Seed};
+use tests::browser::Browser;
 use tests::data::{assert_same_tree, temp_dir, write_random_file};
 use tests::libtorrent::{create_torrent, Event, LtOptions};
 use tests::net::free_port;
 use tests::node_tracker::NodeTracker;
+use tests::page::{Page, Serve};
 
 /// A libtorrent seeder listening on `[::1]` only, announced to an HTTP tracker on `[::1]`:
 /// `bridge download` with its default dual-stack listener gets the seeder's address from the
@@ -86,4 +88,46 @@ fn the_default_listener_takes_ipv6_and_ipv4_peers() {
             seed.proc.tail(20)
         );
     }
+}
+
+/// The tab in the same v6-only swarm: its announce goes through the bridge's `/announce` to the
+/// tracker on `[::1]`, and its tunnel through `/peer?addr=[::1]:port` to the seeder.
+#[tokio::test]
+async fn the_tab_downloads_from_a_v6_only_swarm() {
+    let tracker = NodeTracker::start();
+    let dir = temp_dir("ipv6-tab");
+    let seed_dir = dir.path().join("seed");
+    let content = seed_dir.join("tab6.bin");
+    write_random_file(&content, 5 * 1024 * 1024 + 3, 63);
+    let torrent = create_torrent(
+        &content,
+        &dir.path().join("tab6.torrent"),
+        Some(65536),
+        &[tracker.announce_url()],
+    );
+    let seeder = LtOptions::torrent(&torrent.path, &seed_dir)
+        .bind("[::1]")
+        .start("libtorrent seeder on [::1]");
+    seeder.wait_event(
+        Duration::from_secs(30),
+        "the seeder's announce",
+        |e| match e {
+            Event::Tracker { message } if !message.contains("error") => Some(()),
+            _ => None,
+        },
+    );
+    let serve = Serve::start(true);
+    let browser = Browser::start().await;
+    let page = Page::open(&browser.client, &serve.url).await;
+    page.add_torrent_file(&torrent.path).await;
+    let id = torrent.info_hash.to_hex();
+    page.wait_progress(&id, 100, Duration::from_secs(120)).await;
+    page.save(&id, 0).await;
+    page.assert_saved_equals(&content).await;
+    browser.close().await;
+    let tunnels = serve.log_lines(&format!("[::1]:{}", seeder.port()));
+    assert!(
+        !tunnels.is_empty(),
+        "the bridge logged no tunnel to the seeder"
+    );
 }

@@ -7,6 +7,7 @@ use crate::commands::{self, Command};
 use crate::hasher;
 use crate::inbox::{self, Handler, Input};
 use crate::js::{global, now_ms, post, Obj};
+use crate::listen::Listen;
 use crate::opfs::Opfs;
 use crate::persist::{self, report_error, SUFFIXES};
 use crate::snapshot::{self, download_name};
@@ -42,6 +43,8 @@ pub struct Driver {
     /// A piece read back for hashing; WebCrypto copies it, so one buffer serves every piece.
     hash_buf: Vec<u8>,
     timer: Timer,
+    /// Peers that dial the bridge's port for our torrents; `None` if the bridge has none.
+    listen: Option<Listen>,
     /// The timer fired since the last pump: held writes go out to the file.
     timer_fired: bool,
     next_snapshot: u64,
@@ -80,7 +83,12 @@ impl Timer {
 }
 
 impl Driver {
-    pub fn new(session: Session, opfs: Option<Opfs>, ws_base: String) -> Self {
+    pub fn new(
+        session: Session,
+        opfs: Option<Opfs>,
+        ws_base: String,
+        listen: Option<Listen>,
+    ) -> Self {
         Driver {
             session,
             opfs,
@@ -92,6 +100,7 @@ impl Driver {
             hash_buf: Vec::new(),
             tx_buf: Vec::new(),
             timer: Timer::new(),
+            listen,
             timer_fired: false,
             next_snapshot: 0,
         }
@@ -113,7 +122,20 @@ impl Handler for Driver {
             Input::PeerOpen { id, conn } => {
                 if let Some(s) = self.sockets.get_mut(&(id, conn)) {
                     s.opened = true;
-                    self.session.handle_connected(now, id, conn);
+                    if !s.incoming {
+                        self.session.handle_connected(now, id, conn);
+                    }
+                }
+            }
+            Input::Incoming { id, offer, addr } => {
+                // Refused (full, banned, paused): the bridge drops the offer when it expires.
+                if let Some(conn) = self.session.handle_incoming(now, id, addr) {
+                    match PeerSocket::accept(&self.ws_base, id, conn, offer) {
+                        Ok(sock) => {
+                            self.sockets.insert((id, conn), sock);
+                        }
+                        Err(e) => self.session.handle_closed(now, id, conn, &e),
+                    }
                 }
             }
             Input::PeerData {
@@ -386,6 +408,9 @@ impl Driver {
             store.close();
         }
         self.order.retain(|t| *t != id);
+        if let Some(l) = &self.listen {
+            l.serve(id, false);
+        }
     }
 
     fn command(&mut self, cmd: Command) {
@@ -418,6 +443,9 @@ impl Driver {
         let now = now_ms();
         let id = self.session.add(now, add)?;
         self.order.push(id);
+        if let Some(l) = &self.listen {
+            l.serve(id, true);
+        }
         self.post_snapshot(now);
         Ok(())
     }

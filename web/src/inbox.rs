@@ -42,6 +42,12 @@ pub enum Input {
         code: u16,
         reason: String,
     },
+    /// The bridge offers a peer that dialled in for torrent `id`.
+    Incoming {
+        id: InfoHash,
+        offer: u64,
+        addr: std::net::SocketAddr,
+    },
     Timer,
     StorageOpened {
         id: InfoHash,

@@ -14,6 +14,7 @@ mod driver;
 mod hasher;
 mod inbox;
 mod js;
+mod listen;
 mod opfs;
 mod persist;
 mod relay;
@@ -48,17 +49,31 @@ pub async fn start() {
     } else {
         "ws"
     };
+    let ws_base = format!("{scheme}://{}", location.host());
+    // The bridge accepts peers for us on a port of its own: that is the port to announce.
+    let listen = match listen::Listen::open(&ws_base) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            web_sys::console::warn_1(&format!("bt: no /listen: {e}").into());
+            None
+        }
+    };
+    let port = match &listen {
+        Some(l) => wait_for_port(l).await,
+        None => None,
+    };
     let mut config = Config::default();
     // The bridge limits tunnels per client; stay below where it answers "busy".
     config.engine.max_peers = 40;
     config.engine.driver_hashes = hasher::in_driver();
-    // A tab accepts no connections: `listen` stays `None`, and port 0 is announced.
+    // Without the bridge's port nobody can dial us: port 0 is announced.
+    config.listen = port.map(|p| std::net::SocketAddr::from(([0, 0, 0, 0], p)));
     let session = Session::new(config, PeerId::generate(js::random_u64()), js::random_u64());
-    let ws_base = format!("{scheme}://{}", location.host());
     inbox::start(Box::new(driver::Driver::new(
         session,
         opfs.clone(),
         ws_base,
+        listen,
     )));
     post(
         Obj::new()
@@ -80,6 +95,23 @@ pub async fn start() {
         }
     }
     inbox::push(Input::Timer);
+}
+
+/// The bridge's port for our peers, which it says as soon as `/listen` opens; `None` if the socket
+/// ends or says nothing within a few seconds (an older bridge).
+async fn wait_for_port(listen: &listen::Listen) -> Option<u16> {
+    const WAIT_MS: u64 = 3000;
+    let start = js::now_ms();
+    while js::now_ms() < start + WAIT_MS {
+        if let Some(p) = listen.port() {
+            return Some(p);
+        }
+        if listen.closed() {
+            return None;
+        }
+        js::sleep(10).await;
+    }
+    None
 }
 
 /// One message from the page.

@@ -4,7 +4,7 @@
 use crate::inbox::{self, Input};
 use crate::relay;
 use js_sys::{ArrayBuffer, Uint8Array};
-use protocol::client::contract::peer_path;
+use protocol::client::contract::{accept_path, peer_path};
 use protocol::engine::ConnId;
 use protocol::InfoHash;
 use std::collections::VecDeque;
@@ -22,6 +22,8 @@ const MAX_SEND: usize = 256 * 1024;
 
 pub struct PeerSocket {
     link: Link,
+    /// Dialled in through the bridge's port: the session knows it since `handle_incoming`.
+    pub incoming: bool,
     pub opened: bool,
     /// Bytes from the engine not yet given to the browser (over `MAX_BUFFERED`, or not open yet).
     backlog: VecDeque<Vec<u8>>,
@@ -58,7 +60,16 @@ impl PeerSocket {
         conn: ConnId,
         addr: SocketAddr,
     ) -> Result<Self, String> {
-        let url = peer_url(ws_base, addr);
+        Self::open(&peer_url(ws_base, addr), id, conn, false)
+    }
+
+    /// The tunnel of a peer that dialled the bridge's port for us (`offer` from `/listen`).
+    pub fn accept(ws_base: &str, id: InfoHash, conn: ConnId, offer: u64) -> Result<Self, String> {
+        Self::open(&format!("{ws_base}{}", accept_path(offer)), id, conn, true)
+    }
+
+    fn open(url: &str, id: InfoHash, conn: ConnId, incoming: bool) -> Result<Self, String> {
+        let url = url.to_string();
         let link = if relay::active() {
             Link::Relay(relay::open(id, conn, &url))
         } else {
@@ -66,6 +77,7 @@ impl PeerSocket {
         };
         Ok(PeerSocket {
             link,
+            incoming,
             opened: false,
             backlog: VecDeque::new(),
             front_sent: 0,

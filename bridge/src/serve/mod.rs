@@ -6,6 +6,7 @@ mod announce;
 mod assets;
 mod demo;
 pub(crate) mod guard;
+mod incoming;
 mod tunnel;
 
 use crate::UsageError;
@@ -45,6 +46,10 @@ pub struct ServeArgs {
     /// A tunnel that moves no byte either way for this long is closed.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub idle_timeout: u64,
+    /// The TCP port peers dial to reach the tab's torrents (0 = any free port; another one is
+    /// taken when this one is busy).
+    #[arg(long, value_name = "N", default_value_t = 6881)]
+    pub peer_port: u16,
 }
 
 /// What every request handler sees.
@@ -54,6 +59,7 @@ pub struct Shared {
     limits: Limits,
     idle_timeout: Duration,
     announces: Arc<Semaphore>,
+    incoming: Arc<incoming::Hub>,
 }
 
 /// `http://origin` as a browser sends it in `Origin`, or a usage error.
@@ -118,10 +124,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         limits: Limits::new(args.max_tunnels_per_client, args.max_tunnels),
         idle_timeout: Duration::from_secs(args.idle_timeout),
         announces: Arc::new(Semaphore::new(MAX_ANNOUNCES)),
+        incoming: incoming::start(args.peer_port).await?,
     });
     let app = Router::new()
         .route("/peer", get(tunnel::handler))
         .route("/announce", get(announce::handler))
+        .route("/listen", get(incoming::listen_handler))
+        .route("/accept", get(incoming::accept_handler))
         .fallback(assets::handler)
         .with_state(shared);
 

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 /// Close codes the page sees (`CloseEvent.code`), defined with the page's side of the contract;
 /// a close the page starts is echoed (1000).
-mod code {
+pub(super) mod code {
     use protocol::client::contract::TunnelClose;
     pub const REFUSED: u16 = TunnelClose::Refused.code();
     pub const TIMED_OUT: u16 = TunnelClose::TimedOut.code();
@@ -135,7 +135,18 @@ async fn tunnel(mut socket: WebSocket, client: SocketAddr, addr: SocketAddr, idl
         return;
     }
     drop(first);
+    relay(socket, rd, wr, &format!("tunnel {client} -> {addr}"), idle).await;
+}
 
+/// Carries bytes both ways between the page and a peer until one side ends or the tunnel idles,
+/// then closes the page's side with the reason. `what` names the tunnel in log lines.
+pub(super) async fn relay(
+    socket: WebSocket,
+    rd: OwnedReadHalf,
+    mut wr: OwnedWriteHalf,
+    what: &str,
+    idle: Duration,
+) {
     let (mut sink, mut stream) = socket.split();
     let start = Instant::now();
     let activity = AtomicU64::new(0);
@@ -150,13 +161,13 @@ async fn tunnel(mut socket: WebSocket, client: SocketAddr, addr: SocketAddr, idl
     };
     match end {
         End::Close(code, why) => {
-            tracing::debug!("tunnel {client} -> {addr} closed: {why}");
+            tracing::debug!("{what} closed: {why}");
             // The peer need not wait for the page's close handshake.
             drop(wr);
             close(&mut socket, code, &why).await;
         }
         End::PageGone => {
-            tracing::debug!("tunnel {client} -> {addr} closed by the page");
+            tracing::debug!("{what} closed by the page");
             // Flushes tungstenite's queued reply to the page's close frame.
             let _ = socket.close().await;
             let _ = wr.shutdown().await;
@@ -275,7 +286,7 @@ async fn idle_timer(start: Instant, activity: &AtomicU64, idle: Duration) -> End
 }
 
 /// Sends a close frame and waits (briefly) for the page's answer, so the close is clean.
-async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+pub(super) async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
     let frame = CloseFrame {
         code,
         reason: truncate(reason, 123).into(),

@@ -257,6 +257,60 @@ pub fn parse_peer_query(query: &str) -> Option<SocketAddr> {
         .and_then(|(_, v)| v.parse().ok())
 }
 
+/// `/listen`: the tab's one WebSocket for peers that dial in. The bridge listens on a TCP port
+/// for the tab, says which (`Port`), and offers each accepted connection whose handshake names
+/// an info-hash the tab serves (`Incoming`); the tab takes one with a WebSocket to
+/// [`accept_path`], which starts with the peer's handshake as received.
+pub const LISTEN_PATH: &str = "/listen";
+
+/// What the bridge says on `/listen` (text frames of JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FromBridge {
+    /// The TCP port the bridge accepts the tab's peers on: the one to announce.
+    Port { port: u16 },
+    /// A peer dialled in for `info_hash` (hex); take it through `accept_path(offer)` soon, or
+    /// leave it to expire.
+    Incoming {
+        offer: u64,
+        info_hash: String,
+        addr: String,
+    },
+}
+
+/// What the tab says on `/listen`: the info-hashes it serves (hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FromTab {
+    Serve { info_hash: String },
+    Unserve { info_hash: String },
+}
+
+/// A `/listen` message as text; `None` for anything else (the other side is untrusted).
+pub fn encode_listen<T: Serialize>(msg: &T) -> String {
+    serde_json::to_string(msg).unwrap_or_default()
+}
+
+/// Reads a `/listen` text frame of at most 1 KiB.
+pub fn decode_listen<T: for<'de> Deserialize<'de>>(text: &str) -> Option<T> {
+    if text.len() > 1024 {
+        return None;
+    }
+    serde_json::from_str(text).ok()
+}
+
+/// `/accept?offer=N`: the tunnel of a peer that dialled in.
+pub fn accept_path(offer: u64) -> String {
+    format!("/accept?offer={offer}")
+}
+
+/// The offer of an `/accept` query.
+pub fn parse_accept_query(query: &str) -> Option<u64> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "offer")
+        .and_then(|(_, v)| v.parse().ok())
+}
+
 /// Why the bridge ended a tunnel: the WebSocket close code the page sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TunnelClose {
@@ -420,6 +474,39 @@ mod tests {
         let r = parse_answer(true, 200, body.as_bytes()).unwrap();
         assert_eq!(r.peers.len(), MAX_PEERS_PER_RESPONSE);
         assert_eq!(r.interval, 1800);
+    }
+
+    #[test]
+    fn listen_messages_round_trip_and_junk_is_none() {
+        let port = FromBridge::Port { port: 6881 };
+        assert_eq!(encode_listen(&port), r#"{"port":{"port":6881}}"#);
+        assert_eq!(
+            decode_listen::<FromBridge>(&encode_listen(&port)),
+            Some(port)
+        );
+        let offer = FromBridge::Incoming {
+            offer: 7,
+            info_hash: "ab".repeat(20),
+            addr: "[::1]:5".into(),
+        };
+        assert_eq!(
+            decode_listen::<FromBridge>(&encode_listen(&offer)),
+            Some(offer)
+        );
+        let serve = FromTab::Serve {
+            info_hash: "cd".repeat(20),
+        };
+        assert_eq!(
+            decode_listen::<FromTab>(&encode_listen(&serve)),
+            Some(serve)
+        );
+        assert_eq!(decode_listen::<FromTab>("{\"serve\":1}"), None);
+        assert_eq!(decode_listen::<FromTab>(&"x".repeat(2000)), None);
+        assert_eq!(
+            parse_accept_query(accept_path(42).strip_prefix("/accept?").unwrap()),
+            Some(42)
+        );
+        assert_eq!(parse_accept_query("offer=-1"), None);
     }
 
     #[test]
