@@ -50,7 +50,10 @@ enum Link {
 
 /// `ws://host/peer?addr=..` for the page's own bridge.
 pub fn peer_url(ws_base: &str, addr: SocketAddr) -> String {
-    format!("{ws_base}{}", peer_path(addr))
+    format!(
+        "{ws_base}{}",
+        peer_path(addr, protocol::engine::Encryption::Off)
+    )
 }
 
 impl PeerSocket {

@@ -57,10 +57,11 @@ pub async fn handler(
         tracing::warn!("refused /peer from {client}: {why}");
         return (StatusCode::FORBIDDEN, format!("{why}\n")).into_response();
     }
-    let addr = query
+    let parsed = query
         .as_deref()
         .and_then(protocol::client::contract::parse_peer_query);
-    let Some(addr) = addr else {
+    // The encryption the page asks for is made towards the peer (see `relay`'s caller).
+    let Some((addr, _enc)) = parsed else {
         tracing::warn!("refused /peer from {client}: no valid addr=IP:PORT");
         return (StatusCode::BAD_REQUEST, "expected ?addr=IP:PORT\n").into_response();
     };

@@ -3,6 +3,7 @@
 //! what the page builds with these functions, and the page reads what the bridge writes with them,
 //! so the two cannot drift apart.
 
+use crate::engine::Encryption;
 use crate::tracker::http::percent_encode;
 use crate::tracker::{
     AnnounceEvent, AnnounceRequest, AnnounceResponse, TrackerError, MAX_PEERS_PER_RESPONSE,
@@ -245,16 +246,29 @@ pub fn parse_answer(ok: bool, status: u16, body: &[u8]) -> Result<AnnounceRespon
     })
 }
 
-/// `/peer?addr=..`: the tunnel to one peer.
-pub fn peer_path(addr: SocketAddr) -> String {
-    format!("/peer?addr={}", percent_encode(addr.to_string().as_bytes()))
+/// `/peer?addr=..&enc=..`: the tunnel to one peer; the bridge makes the MSE handshake towards the
+/// peer as `enc` says (the tab's own bytes stay a plain BitTorrent stream).
+pub fn peer_path(addr: SocketAddr, enc: Encryption) -> String {
+    format!(
+        "/peer?addr={}&enc={}",
+        percent_encode(addr.to_string().as_bytes()),
+        enc.as_str()
+    )
 }
 
-/// The peer address of a `/peer` query.
-pub fn parse_peer_query(query: &str) -> Option<SocketAddr> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "addr")
-        .and_then(|(_, v)| v.parse().ok())
+/// The peer address and the encryption of a `/peer` query; a query without `enc` (an older page)
+/// means `off`, and an unknown one is refused.
+pub fn parse_peer_query(query: &str) -> Option<(SocketAddr, Encryption)> {
+    let mut addr = None;
+    let mut enc = Some(Encryption::Off);
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "addr" => addr = v.parse().ok(),
+            "enc" => enc = Encryption::parse(&v),
+            _ => {}
+        }
+    }
+    Some((addr?, enc?))
 }
 
 /// `/listen`: the tab's one WebSocket for peers that dial in. The bridge listens on a TCP port
@@ -513,16 +527,25 @@ mod tests {
     fn peer_paths_and_close_codes() {
         for a in ["1.2.3.4:5", "[::1]:80"] {
             let addr: SocketAddr = a.parse().unwrap();
-            let path = peer_path(addr);
-            assert_eq!(
-                parse_peer_query(path.strip_prefix("/peer?").unwrap()),
-                Some(addr)
-            );
+            for enc in [Encryption::Prefer, Encryption::Require, Encryption::Off] {
+                let path = peer_path(addr, enc);
+                assert_eq!(
+                    parse_peer_query(path.strip_prefix("/peer?").unwrap()),
+                    Some((addr, enc))
+                );
+            }
         }
         assert_eq!(
-            peer_path("[::1]:80".parse().unwrap()),
-            "/peer?addr=%5B%3A%3A1%5D%3A80"
+            peer_path("[::1]:80".parse().unwrap(), Encryption::Off),
+            "/peer?addr=%5B%3A%3A1%5D%3A80&enc=off"
         );
+        let old = parse_peer_query("addr=1.2.3.4%3A5").unwrap();
+        assert_eq!(
+            old.1,
+            Encryption::Off,
+            "a page that says nothing gets what it had"
+        );
+        assert_eq!(parse_peer_query("addr=1.2.3.4%3A5&enc=maybe"), None);
         for c in TunnelClose::ALL {
             assert_eq!(TunnelClose::from_code(c.code()), Some(c));
             assert_ne!(close_words(c.code()), "closed unexpectedly");

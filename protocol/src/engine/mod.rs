@@ -20,6 +20,48 @@ pub use torrent::Torrent;
 
 use std::net::SocketAddr;
 
+/// Whether connections use Message Stream Encryption (`crate::mse`), as users of every client
+/// know the setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encryption {
+    /// Outgoing: try MSE (RC4 preferred) and fall back to a plain handshake with a peer that
+    /// refuses it; incoming: accept both.
+    #[default]
+    Prefer,
+    /// MSE with RC4 only, both ways; plain handshakes are refused.
+    Require,
+    /// Plain BitTorrent handshakes only.
+    Off,
+}
+
+impl Encryption {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encryption::Prefer => "prefer",
+            Encryption::Require => "require",
+            Encryption::Off => "off",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "prefer" => Some(Encryption::Prefer),
+            "require" => Some(Encryption::Require),
+            "off" => Some(Encryption::Off),
+            _ => None,
+        }
+    }
+
+    /// What we offer in an MSE handshake, if we make one.
+    pub fn mse_policy(self) -> Option<crate::mse::Policy> {
+        match self {
+            Encryption::Prefer => Some(crate::mse::Policy::PreferRc4),
+            Encryption::Require => Some(crate::mse::Policy::RequireRc4),
+            Encryption::Off => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Connected and connecting peers at most.
