@@ -23,6 +23,8 @@ mod routing;
 mod rpc;
 mod server;
 mod store;
+#[cfg(test)]
+mod tests;
 mod tokens;
 
 pub use compact::NodeInfo;
