@@ -11,6 +11,7 @@ pub mod browser;
 pub mod data;
 pub mod fake_peer;
 pub mod libtorrent;
+pub mod lt_dht;
 pub mod mse;
 pub mod net;
 pub mod node_tracker;
