@@ -3,7 +3,7 @@
 use crate::session::{self, Driver, Mode, Options};
 use crate::UsageError;
 use anyhow::Result;
-use protocol::engine::PeerSource;
+use protocol::engine::{Encryption, PeerSource};
 use protocol::magnet::Magnet;
 use protocol::metainfo::{Info, Metainfo};
 use protocol::InfoHash;
@@ -27,6 +27,10 @@ pub struct DownloadArgs {
     /// Port to accept peers on (0 = any free port).
     #[arg(long, value_name = "N", default_value_t = 6881)]
     pub port: u16,
+    /// Message Stream Encryption: prefer (try it, fall back to plain with peers that refuse it;
+    /// accept both), require (encrypted connections only) or off.
+    #[arg(long, value_name = "MODE", default_value = "prefer", value_parser = crate::parse_encryption)]
+    pub encryption: Encryption,
     /// Keep seeding after the download completes, until interrupted.
     #[arg(long)]
     pub seed: bool,
@@ -98,6 +102,7 @@ pub async fn run(args: DownloadArgs) -> Result<()> {
             timeout: args.timeout.map(Duration::from_secs),
         },
         show_progress: true,
+        encryption: args.encryption,
     };
     let driver = Driver::new(listener, opts)?;
     tracing::info!("listening for peers on {}", driver.listen_addr());

@@ -57,6 +57,12 @@ pub fn random_seed() -> u64 {
     fastrand::u64(..)
 }
 
+/// `--encryption prefer|require|off`.
+pub fn parse_encryption(s: &str) -> Result<protocol::engine::Encryption, String> {
+    protocol::engine::Encryption::parse(s)
+        .ok_or_else(|| format!("{s:?} is not prefer, require or off"))
+}
+
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));

@@ -4,6 +4,7 @@
 use crate::session;
 use crate::UsageError;
 use anyhow::{Context, Result};
+use protocol::engine::Encryption;
 use protocol::magnet::Magnet;
 use protocol::metainfo::{piece_length_for, torrent_file_bytes, Info, InfoBuilder};
 use std::io::Read;
@@ -30,6 +31,10 @@ pub struct SeedArgs {
     /// Port to accept peers on (0 = any free port).
     #[arg(long, value_name = "N", default_value_t = 6881)]
     pub port: u16,
+    /// Message Stream Encryption: prefer (try it, fall back to plain with peers that refuse it;
+    /// accept both), require (encrypted connections only) or off.
+    #[arg(long, value_name = "MODE", default_value = "prefer", value_parser = crate::parse_encryption)]
+    pub encryption: Encryption,
 }
 
 /// The files to seed, in torrent order.
@@ -178,7 +183,14 @@ pub async fn run(args: SeedArgs) -> Result<()> {
     let listener = session::listen(args.bind, args.port).await?;
     let port = listener.local_addr()?.port();
     let info_hash = info.info_hash;
-    let mut session = session::seeding(info, listener, tree.parent.clone(), tiers, true)?;
+    let mut session = session::seeding(
+        info,
+        listener,
+        tree.parent.clone(),
+        tiers,
+        true,
+        args.encryption,
+    )?;
     session.prepare()?;
 
     let magnet = Magnet {

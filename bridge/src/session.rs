@@ -12,7 +12,7 @@ use crate::progress::Progress;
 use crate::tracker_client;
 use anyhow::{anyhow, bail, Context, Result};
 use protocol::client::{Action, AddTorrent, Config, Event, Prefill, Session};
-use protocol::engine::{ConnId, PeerSource};
+use protocol::engine::{ConnId, Encryption, PeerSource};
 use protocol::metainfo::Info;
 use protocol::{InfoHash, PeerId};
 use std::net::{IpAddr, SocketAddr};
@@ -55,6 +55,7 @@ pub struct Options {
     pub mode: Mode,
     /// False where another interface shows the progress (`serve --demo`: the page).
     pub show_progress: bool,
+    pub encryption: Encryption,
 }
 
 /// A session seeding `info`, whose files lie under `root` and were just hashed into `info` by
@@ -65,6 +66,7 @@ pub fn seeding(
     root: PathBuf,
     trackers: Vec<Vec<String>>,
     show_progress: bool,
+    encryption: Encryption,
 ) -> Result<Driver> {
     let opts = Options {
         info_hash: info.info_hash,
@@ -75,6 +77,7 @@ pub fn seeding(
         peers: Vec::new(),
         mode: Mode::Seed,
         show_progress,
+        encryption,
     };
     Driver::new(listener, opts)
 }
@@ -107,6 +110,16 @@ fn dual_stack(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     TcpListener::from_std(socket.into())
+}
+
+/// Randomness for the keys of encrypted connections, from the kernel.
+fn entropy() -> Result<[u8; 32]> {
+    use std::io::Read;
+    let mut seed = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut seed))
+        .context("cannot read /dev/urandom")?;
+    Ok(seed)
 }
 
 /// What the loop's own tasks report.
@@ -152,10 +165,12 @@ impl Driver {
         let listen_addr = listener
             .local_addr()
             .context("listener has no local address")?;
-        let config = Config {
+        let mut config = Config {
             listen: Some(listen_addr),
             ..Config::default()
         };
+        config.engine.encryption = opts.encryption;
+        config.engine.entropy = entropy()?;
         let mut session = Session::new(
             config,
             PeerId::generate(crate::random_seed()),

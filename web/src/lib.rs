@@ -66,6 +66,8 @@ pub async fn start() {
     // The bridge limits tunnels per client; stay below where it answers "busy".
     config.engine.max_peers = 40;
     config.engine.driver_hashes = hasher::in_driver();
+    // The tab's bytes are plain BitTorrent: the bridge makes any encryption towards the peer.
+    config.engine.encryption = protocol::engine::Encryption::Off;
     // Without the bridge's port nobody can dial us: port 0 is announced.
     config.listen = port.map(|p| std::net::SocketAddr::from(([0, 0, 0, 0], p)));
     let session = Session::new(config, PeerId::generate(js::random_u64()), js::random_u64());

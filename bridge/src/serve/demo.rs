@@ -70,7 +70,14 @@ pub async fn start() -> Result<Demo> {
     let addr = listener
         .local_addr()
         .context("demo listener has no address")?;
-    let session = session::seeding(info, listener, dir.0.clone(), Vec::new(), false)?;
+    let session = session::seeding(
+        info,
+        listener,
+        dir.0.clone(),
+        Vec::new(),
+        false,
+        protocol::engine::Encryption::Prefer,
+    )?;
     let magnet = Magnet {
         info_hash,
         name: Some(NAME.into()),

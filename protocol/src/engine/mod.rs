@@ -7,6 +7,7 @@
 mod bitfield;
 mod choker;
 mod close;
+mod crypto;
 mod peer;
 mod picker;
 mod rate;
@@ -88,6 +89,11 @@ pub struct Config {
     /// `handle_piece_hash`. For platforms whose fastest SHA-1 is asynchronous or off the engine's
     /// thread (WebCrypto in a browser); otherwise the engine hashes blocks as they arrive.
     pub driver_hashes: bool,
+    /// Message Stream Encryption of connections.
+    pub encryption: Encryption,
+    /// Randomness from the driver for the keys of encrypted connections (the crate has none of
+    /// its own); each connection's seed is derived from it.
+    pub entropy: [u8; 32],
 }
 
 impl Default for Config {
@@ -104,6 +110,8 @@ impl Default for Config {
             client_name: concat!("bt-tab ", env!("CARGO_PKG_VERSION")).to_string(),
             listen_port: None,
             driver_hashes: false,
+            encryption: Encryption::default(),
+            entropy: [0; 32],
         }
     }
 }
@@ -181,4 +189,6 @@ pub struct PeerInfo {
     pub choking_us: bool,
     pub interested_in_us: bool,
     pub source: PeerSource,
+    /// The connection is RC4-encrypted (MSE).
+    pub encrypted: bool,
 }

@@ -1,6 +1,7 @@
 //! One connection's state: the handshake, choke and interest flags, requests both ways, rates.
 
 use super::bitfield::Bitfield;
+use super::crypto::Crypto;
 use super::rate::RateMeter;
 use super::{ConnId, PeerSource};
 use crate::extension::PeerExtensions;
@@ -26,7 +27,12 @@ pub struct Peer {
     pub outgoing: bool,
     pub stage: Stage,
     pub decoder: Decoder,
+    /// The encryption layer between the socket and `decoder`.
+    pub crypto: Crypto,
     pub out: Vec<u8>,
+    /// Bytes at the front of `out` already in their wire form (an MSE handshake's), which the
+    /// connection's cipher must not touch.
+    pub raw_out: usize,
     /// Bytes handed to the driver and not yet reported sent.
     pub unsent: usize,
     pub peer_id: Option<PeerId>,
@@ -90,7 +96,9 @@ impl Peer {
                 Stage::Handshake
             },
             decoder: Decoder::new(DEFAULT_MAX_MESSAGE),
+            crypto: Crypto::Plain,
             out: Vec::new(),
+            raw_out: 0,
             unsent: 0,
             peer_id: None,
             fast: false,

@@ -84,6 +84,13 @@ impl Node {
         }
     }
 
+    fn hangups(&mut self) -> Vec<ConnId> {
+        match &mut self.script {
+            Some(s) => std::mem::take(&mut s.hangups),
+            None => Vec::new(),
+        }
+    }
+
     fn sent(&mut self, conn: ConnId, bytes: usize, now: u64) {
         if self.script.is_none() {
             self.torrent.handle_sent(conn, bytes, now);
@@ -122,6 +129,9 @@ struct ScriptedPeer {
     next_conn: u64,
     /// ut_metadata requests answered.
     answered: Rc<Cell<u32>>,
+    /// Connections it hung up on: bytes that were no plain handshake (an encrypted one), as a
+    /// client without encryption does.
+    hangups: Vec<ConnId>,
 }
 
 impl ScriptedPeer {
@@ -133,6 +143,7 @@ impl ScriptedPeer {
             out: VecDeque::new(),
             next_conn: 1,
             answered: Rc::new(Cell::new(0)),
+            hangups: Vec::new(),
         }
     }
 
@@ -154,9 +165,14 @@ impl ScriptedPeer {
         decoder.push(data);
         let mut out = Vec::new();
         if !*handshaken {
-            match decoder.next_handshake().unwrap() {
-                Some(hs) => assert_eq!(hs.info_hash, self.info_hash),
-                None => return,
+            match decoder.next_handshake() {
+                Ok(Some(hs)) => assert_eq!(hs.info_hash, self.info_hash),
+                Ok(None) => return,
+                Err(_) => {
+                    self.conns.remove(&conn);
+                    self.hangups.push(conn);
+                    return;
+                }
             }
             *handshaken = true;
             out.extend_from_slice(&Handshake::new(self.info_hash, PeerId::generate(666)).encode());
@@ -206,6 +222,8 @@ struct Net {
     pending: VecDeque<(usize, ConnId, SocketAddr)>,
     /// `Event::HashPiece` jobs, answered on a later round as a driver's asynchronous hash is.
     hash_jobs: VecDeque<(usize, u32, u64)>,
+    /// The first bytes each side sent on each connection (node, conn): plain or MSE.
+    first_bytes: BTreeMap<(usize, ConnId), Vec<u8>>,
     now: u64,
     rng: fastrand::Rng,
 }
@@ -217,6 +235,7 @@ impl Net {
             links: BTreeMap::new(),
             pending: VecDeque::new(),
             hash_jobs: VecDeque::new(),
+            first_bytes: BTreeMap::new(),
             now: 0,
             rng: fastrand::Rng::with_seed(7),
         }
@@ -288,6 +307,10 @@ impl Net {
                 while let Some(conn) = self.nodes[i].transmit(self.now, &mut bytes) {
                     busy = true;
                     let len = bytes.len();
+                    let first = self.first_bytes.entry((i, conn)).or_default();
+                    if first.len() < 20 {
+                        first.extend_from_slice(&bytes[..len.min(20 - first.len())]);
+                    }
                     if let Some(&(j, c)) = self.links.get(&(i, conn)) {
                         // Random splits exercise the incremental decoder.
                         let mut rest = &bytes[..];
@@ -298,6 +321,13 @@ impl Net {
                         }
                     }
                     self.nodes[i].sent(conn, len, self.now);
+                }
+                for conn in self.nodes[i].hangups() {
+                    busy = true;
+                    if let Some((j, c)) = self.links.remove(&(i, conn)) {
+                        self.links.remove(&(j, c));
+                        self.nodes[j].closed(c, self.now);
+                    }
                 }
             }
             let mut piece = Vec::new();
@@ -884,13 +914,13 @@ fn magnet_beats_a_metadata_liar(data: &[u8], info: &Info, lie: Vec<u8>, liar_alo
     let honest = net.add(seeder(info, data, 51));
     let liar_addr = net.nodes[liar].addr;
     let honest_addr = net.nodes[honest].addr;
-    let leech = Torrent::new(
-        info.info_hash,
-        None,
-        PeerId::generate(52),
-        Config::default(),
-        52,
-    );
+    // Plain handshakes: the scripted liar speaks no MSE, and a fallback would change who answers
+    // first, which this scenario is about.
+    let config = Config {
+        encryption: Encryption::Off,
+        ..Config::default()
+    };
+    let leech = Torrent::new(info.info_hash, None, PeerId::generate(52), config, 52);
     let l = net.add(leech);
     // The liar first, so that its size is the first reported.
     net.nodes[l]
@@ -1042,5 +1072,6 @@ fn a_seed_does_not_redial_a_seed() {
     assert_eq!(net.nodes[a].torrent.stats(net.now).peers_known, 1);
 }
 
+mod encryption;
 mod timers;
 mod transmit;

@@ -2,6 +2,7 @@
 //! handling itself by concern in the submodules: connections and timers, handshakes and
 //! messages, requests and uploads, the choker, metadata and peer exchange.
 
+use super::crypto::{self, Crypto};
 use super::peer::{Peer, Stage};
 use super::picker::Picker;
 use super::rate::RateMeter;
@@ -34,6 +35,8 @@ struct Candidate {
     in_use: bool,
     /// Found to be a seed while we were complete: not dialled while we are.
     seed: bool,
+    /// An encrypted handshake with it failed: it is dialled with a plain one.
+    plain: bool,
 }
 
 pub struct Torrent {
@@ -77,6 +80,8 @@ pub struct Torrent {
     up: RateMeter,
     complete_reported: bool,
     scratch: Vec<BlockRequest>,
+    /// Decrypted bytes on their way to a decoder.
+    crypt_scratch: Vec<u8>,
     /// Where the next `poll_transmit` starts looking, so connections take turns.
     transmit_cursor: ConnId,
 }
@@ -124,6 +129,7 @@ impl Torrent {
             up: RateMeter::default(),
             complete_reported: false,
             scratch: Vec::new(),
+            crypt_scratch: Vec::new(),
             transmit_cursor: ConnId(0),
         };
         if let Some(info) = info {
@@ -244,6 +250,7 @@ impl Torrent {
                 next_try: 0,
                 in_use: false,
                 seed: false,
+                plain: false,
             });
         }
         self.maybe_connect();
@@ -253,16 +260,45 @@ impl Torrent {
     pub fn handle_connected(&mut self, conn: ConnId, now_ms: u64) {
         self.now = now_ms;
         let handshake = Handshake::new(self.info_hash, self.peer_id).encode();
-        if let Some(peer) = self.peers.get_mut(&conn) {
-            if peer.stage == Stage::Connecting {
-                peer.stage = Stage::Handshake;
-                peer.connected_at = now_ms;
-                peer.last_recv = now_ms;
-                peer.out.extend_from_slice(&handshake);
-                // One attempt fewer in flight: another may start.
-                self.work_freed();
-            }
+        let seed = self.mse_seed(conn);
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        if peer.stage != Stage::Connecting {
+            return;
         }
+        peer.stage = Stage::Handshake;
+        peer.connected_at = now_ms;
+        peer.last_recv = now_ms;
+        let plain = self.candidates.get(&peer.addr).is_some_and(|c| c.plain);
+        let ctx = crypto::Context {
+            info_hash: self.info_hash,
+            encryption: self.config.encryption,
+            seed,
+            our_handshake: &handshake,
+        };
+        peer.crypto = crypto::start_outgoing(&ctx, plain, &mut peer.out);
+        if !matches!(peer.crypto, Crypto::Plain) {
+            peer.raw_out = peer.out.len();
+        }
+        // One attempt fewer in flight: another may start.
+        self.work_freed();
+    }
+
+    /// Randomness for one connection's encryption handshake, from the driver's entropy.
+    fn mse_seed(&self, conn: ConnId) -> [u8; crate::mse::SEED_LEN] {
+        use sha1::{Digest, Sha1};
+        let mut seed = [0u8; crate::mse::SEED_LEN];
+        for (i, chunk) in seed.chunks_mut(20).enumerate() {
+            let mut h = Sha1::new();
+            h.update(self.config.entropy);
+            h.update(self.info_hash.0);
+            h.update(conn.0.to_be_bytes());
+            h.update([i as u8]);
+            let d = h.finalize();
+            chunk.copy_from_slice(&d[..chunk.len()]);
+        }
+        seed
     }
 
     /// A peer connected to us; `None` refuses it (full or banned) and the driver closes it.
@@ -272,10 +308,9 @@ impl Torrent {
             return None;
         }
         let conn = self.alloc_conn();
-        self.peers.insert(
-            conn,
-            Peer::new(conn, addr, PeerSource::Incoming, false, now_ms),
-        );
+        let mut peer = Peer::new(conn, addr, PeerSource::Incoming, false, now_ms);
+        peer.crypto = crypto::start_incoming(self.config.encryption);
+        self.peers.insert(conn, peer);
         Some(conn)
     }
 
@@ -286,7 +321,14 @@ impl Torrent {
             return;
         };
         peer.last_recv = now_ms;
-        peer.decoder.push(data);
+        if matches!(peer.crypto, Crypto::Plain) {
+            peer.decoder.push(data);
+        } else if let Err(reason) = self.decrypt(conn, data) {
+            return self.close(conn, reason);
+        }
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
         if peer.stage == Stage::Handshake {
             match peer.decoder.next_handshake() {
                 Ok(Some(hs)) => {
@@ -316,6 +358,36 @@ impl Torrent {
             }
         }
         self.fill_requests(conn);
+    }
+
+    /// Received bytes through the connection's encryption layer into its decoder.
+    fn decrypt(&mut self, conn: ConnId, data: &[u8]) -> Result<(), CloseReason> {
+        let handshake = Handshake::new(self.info_hash, self.peer_id).encode();
+        let seed = self.mse_seed(conn);
+        let ctx = crypto::Context {
+            info_hash: self.info_hash,
+            encryption: self.config.encryption,
+            seed,
+            our_handshake: &handshake,
+        };
+        let mut plain = std::mem::take(&mut self.crypt_scratch);
+        plain.clear();
+        let result = match self.peers.get_mut(&conn) {
+            Some(peer) => {
+                let was_raw = peer.out.len();
+                let r = crypto::receive(&mut peer.crypto, &ctx, data, &mut plain, &mut peer.out);
+                // Handshake bytes join the raw front of `out` (nothing else is queued before
+                // the peer's handshake is in).
+                if peer.out.len() > was_raw {
+                    peer.raw_out = peer.out.len();
+                }
+                peer.decoder.push(&plain);
+                r
+            }
+            None => Ok(()),
+        };
+        self.crypt_scratch = plain;
+        result
     }
 
     /// The connection failed or the peer closed it.
@@ -469,6 +541,7 @@ impl Torrent {
                 choking_us: p.peer_choking,
                 interested_in_us: p.peer_interested,
                 source: p.source,
+                encrypted: p.crypto.encrypted(),
             })
             .collect()
     }

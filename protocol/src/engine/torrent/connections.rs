@@ -2,7 +2,7 @@
 
 use super::{Candidate, Torrent};
 use crate::engine::peer::{Peer, Stage};
-use crate::engine::{CloseReason, ConnId, Event};
+use crate::engine::{CloseReason, ConnId, Encryption, Event};
 use crate::storage::StorageError;
 use std::net::SocketAddr;
 
@@ -88,9 +88,14 @@ impl Torrent {
         }
         if peer.outgoing {
             let now = self.now;
+            let encryption = self.config.encryption;
             if let Some(c) = self.candidates.get_mut(&peer.addr) {
                 c.in_use = false;
-                if peer.stage == Stage::Active {
+                if peer.crypto.initiating() && encryption == Encryption::Prefer && !c.plain {
+                    // It may not speak MSE (many hang up on it): try it plain at once.
+                    c.plain = true;
+                    c.next_try = now;
+                } else if peer.stage == Stage::Active {
                     c.failures = 0;
                     c.next_try = now + 30_000;
                 } else {

@@ -228,6 +228,8 @@ pub(super) fn take_output<'a>(
                 *buf = Vec::new();
             }
             std::mem::swap(buf, &mut peer.out);
+            crate::engine::crypto::send(&mut peer.crypto, buf, peer.raw_out);
+            peer.raw_out = 0;
             return Ok(Some(conn));
         }
     }
