@@ -12,11 +12,15 @@
 //! time and storage in and out.
 
 pub mod contract;
+mod dht;
 mod status;
 #[cfg(test)]
 mod tests;
 mod torrent;
 
+pub use dht::{
+    DhtConfig, DhtEvent, LOOKUP_EVERY_MS, SEED_ANNOUNCE_EVERY_MS, STARVED_LOOKUP_EVERY_MS,
+};
 pub use status::{eta_secs, piece_map, FileStatus, State, Status, MAX_CELLS, NO_PEERS_AFTER_MS};
 
 use crate::engine::{self, ConnId, PeerSource};
@@ -25,6 +29,7 @@ use crate::storage::{Storage, StorageError};
 use crate::tracker::{AnnounceRequest, AnnounceResponse};
 use crate::{InfoHash, PeerId};
 use contract::AnnounceError;
+use dht::DhtState;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use torrent::Entry;
@@ -36,6 +41,9 @@ pub struct Config {
     /// Where we accept peers, if anywhere. Its port is announced; without it we announce port 0,
     /// so that nobody is sent to a port where nothing listens.
     pub listen: Option<SocketAddr>,
+    /// The DHT as a peer source for public torrents, on the driver's UDP socket (see
+    /// `Session::handle_datagram`); `None` keeps it off.
+    pub dht: Option<DhtConfig>,
 }
 
 /// What the driver knows of a store it just opened.
@@ -166,6 +174,7 @@ pub struct Session {
     out: Out,
     /// Where the next `poll_transmit` starts, so torrents take turns.
     transmit_cursor: Option<InfoHash>,
+    dht: Option<DhtState>,
 }
 
 impl Session {
@@ -173,8 +182,10 @@ impl Session {
     /// has no randomness of its own.
     pub fn new(config: Config, peer_id: PeerId, seed: u64) -> Self {
         let mut rng = fastrand::Rng::with_seed(seed);
+        let dht = config.dht.clone().map(|c| DhtState::new(c, rng.u64(..)));
         Session {
             key: rng.u32(..),
+            dht,
             config,
             peer_id,
             rng,
@@ -326,11 +337,74 @@ impl Session {
             t.timeout(now, &mut self.out);
             t.after_engine(now, &mut self.out);
         }
+        if let Some(d) = self.dht.as_mut() {
+            let wanted: Vec<_> = self
+                .torrents
+                .iter()
+                .filter_map(|(id, t)| Some((*id, t.dht_want()?)))
+                .collect();
+            d.tick(now, &wanted, self.config.listen.map(|a| a.port()));
+            self.dht_events(now);
+        }
     }
 
     /// When the session next wants `handle_timeout`.
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.torrents.values().filter_map(Entry::deadline).min()
+        let torrents = self.torrents.values().filter_map(Entry::deadline).min();
+        let dht = self.dht.as_ref().and_then(|d| {
+            d.deadline(
+                self.torrents
+                    .iter()
+                    .filter(|(_, t)| t.dht_allowed())
+                    .map(|(id, _)| *id),
+            )
+        });
+        [torrents, dht].into_iter().flatten().min()
+    }
+
+    /// A datagram for the DHT node, from `from` (ignored with the DHT off).
+    pub fn handle_datagram(&mut self, now: u64, from: SocketAddr, data: &[u8]) {
+        if let Some(d) = self.dht.as_mut() {
+            d.start(now);
+            d.node.handle_datagram(now, from, data);
+            self.dht_events(now);
+        }
+    }
+
+    /// The next datagram the DHT node sends, and where to.
+    pub fn poll_datagram(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.dht.as_mut()?.node.poll_transmit()
+    }
+
+    /// What the DHT did, for logs; kept bounded when nobody asks.
+    pub fn poll_dht_event(&mut self) -> Option<DhtEvent> {
+        self.dht.as_mut()?.events.pop_front()
+    }
+
+    /// Nodes in the DHT routing table; `None` with the DHT off.
+    pub fn dht_node_count(&self) -> Option<usize> {
+        Some(self.dht.as_ref()?.node.node_count())
+    }
+
+    /// The DHT node's id and routing table, to save and give back as `DhtConfig` next time.
+    pub fn dht_nodes(&self) -> Option<(crate::dht::NodeId, Vec<(crate::dht::NodeId, SocketAddr)>)> {
+        let d = self.dht.as_ref()?;
+        Some((d.node.id(), d.node.export_nodes()))
+    }
+
+    /// Hands the DHT's peers to their torrents.
+    fn dht_events(&mut self, now: u64) {
+        let Some(d) = self.dht.as_mut() else {
+            return;
+        };
+        let torrents = &self.torrents;
+        let mut found = Vec::new();
+        while let Some(ev) = d.next_event(now, |id| torrents.get(&id)?.dht_want()) {
+            found.extend(ev);
+        }
+        for (id, peers) in found {
+            self.add_peers(now, id, &peers, PeerSource::Dht);
+        }
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {

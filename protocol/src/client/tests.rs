@@ -38,6 +38,8 @@ struct World {
     links: HashMap<(usize, ConnId), (usize, ConnId)>,
     tracker: Tracker,
     hash_jobs: Vec<(usize, InfoHash, u32, u64)>,
+    /// Every DHT datagram sent: from which node, to where, the bytes.
+    datagrams: Vec<(usize, SocketAddr, Vec<u8>)>,
     now: u64,
 }
 
@@ -51,15 +53,40 @@ impl World {
                 ..Default::default()
             },
             hash_jobs: Vec::new(),
+            datagrams: Vec::new(),
             now: 0,
         }
     }
 
+    fn addr_of(i: usize) -> SocketAddr {
+        format!("10.0.0.{}:6881", i + 1).parse().unwrap()
+    }
+
     fn node(&mut self, listen: bool, driver_hashes: bool, prefill: (Vec<u8>, Prefill)) -> usize {
+        self.node_with(listen, driver_hashes, prefill, None)
+    }
+
+    /// A listening node with a DHT that bootstraps from `bootstrap` (other nodes).
+    fn dht_node(&mut self, prefill: (Vec<u8>, Prefill), bootstrap: &[usize]) -> usize {
+        let dht = DhtConfig {
+            bootstrap: bootstrap.iter().map(|&j| World::addr_of(j)).collect(),
+            ..DhtConfig::default()
+        };
+        self.node_with(true, false, prefill, Some(dht))
+    }
+
+    fn node_with(
+        &mut self,
+        listen: bool,
+        driver_hashes: bool,
+        prefill: (Vec<u8>, Prefill),
+        dht: Option<DhtConfig>,
+    ) -> usize {
         let i = self.nodes.len();
-        let addr: SocketAddr = format!("10.0.0.{}:6881", i + 1).parse().unwrap();
+        let addr = World::addr_of(i);
         let mut config = Config {
             listen: listen.then_some(addr),
+            dht,
             ..Config::default()
         };
         config.engine.driver_hashes = driver_hashes;
@@ -142,6 +169,16 @@ impl World {
                     self.nodes[i]
                         .session
                         .handle_sent(now, id, conn, bytes.len());
+                }
+            }
+            for i in 0..self.nodes.len() {
+                while let Some((to, bytes)) = self.nodes[i].session.poll_datagram() {
+                    busy = true;
+                    let (now, from) = (self.now, self.nodes[i].addr);
+                    if let Some(j) = self.nodes.iter().position(|n| n.addr == to) {
+                        self.nodes[j].session.handle_datagram(now, from, &bytes);
+                    }
+                    self.datagrams.push((i, to, bytes));
                 }
             }
             for (i, id, piece, job) in std::mem::take(&mut self.hash_jobs) {
@@ -516,4 +553,85 @@ fn a_lone_seed_sleeps_until_its_next_announce() {
         None,
         "nothing to wait for"
     );
+}
+
+/// Whether `bytes` (a KRPC datagram) names `id`, as get_peers and announce_peer do.
+fn names(bytes: &[u8], id: InfoHash) -> bool {
+    bytes.windows(20).any(|w| w == id.0)
+}
+
+#[test]
+fn a_magnet_with_no_tracker_finds_its_seeder_through_the_dht_and_completes() {
+    let (data, info) = make_torrent(300_000, 16384, 7);
+    let id = info.info_hash;
+    let mut w = World::new();
+    // A session that only serves the DHT, a seeder and the magnet's session join through it.
+    let relay = w.dht_node((Vec::new(), Prefill::Empty), &[]);
+    let s = w.dht_node((data.clone(), Prefill::Complete), &[relay]);
+    w.add(s, Some(&info), &[]);
+    assert!(w.run_until(10_000, |w| w.nodes[s].session.dht_node_count() > Some(0)));
+    let l = w.dht_node((Vec::new(), Prefill::Empty), &[relay]);
+    let add = AddTorrent {
+        info_hash: id,
+        info: None,
+        trackers: Vec::new(),
+        peers: Vec::new(),
+        name: None,
+        paused: false,
+    };
+    let now = w.now;
+    w.nodes[l].session.add(now, add).unwrap();
+    let start = w.now;
+    // The seeder announced its port once it met the relay; the magnet's lookup finds it.
+    assert!(w.run_until(start + 120_000, |w| w.nodes[l].session.is_complete(id)));
+    assert!(
+        w.now - start < STARVED_LOOKUP_EVERY_MS,
+        "took {} ms",
+        w.now - start
+    );
+    w.settle();
+    assert_eq!(w.data(l), data);
+    assert!(w.tracker.log.is_empty());
+    let mut found = Vec::new();
+    while let Some(ev) = w.nodes[l].session.poll_dht_event() {
+        found.push(ev);
+    }
+    assert!(
+        found.contains(&DhtEvent::Peers {
+            torrent: id,
+            peers: 1
+        }),
+        "{found:?}"
+    );
+    assert!(w.nodes[l].session.dht_node_count() >= Some(2));
+    let (_, table) = w.nodes[l].session.dht_nodes().unwrap();
+    assert!(table.iter().any(|(_, a)| *a == World::addr_of(s)));
+
+    // Looked up again later, bounded: a few lookups in half an hour, not a flood.
+    let sent_before = w.datagrams.iter().filter(|(n, ..)| *n == l).count();
+    let until = w.now + 30 * 60_000;
+    w.run_until(until, |_| false);
+    let sent = w.datagrams.iter().filter(|(n, ..)| *n == l).count() - sent_before;
+    assert!(sent > 0 && sent < 400, "{sent} datagrams in 30 min");
+}
+
+#[test]
+fn a_private_torrent_never_queries_the_dht() {
+    let (data, mut info) = make_torrent(100_000, 16384, 8);
+    info.private = true;
+    let id = info.info_hash;
+    let mut w = World::new();
+    let relay = w.dht_node((Vec::new(), Prefill::Empty), &[]);
+    let s = w.dht_node((data, Prefill::Complete), &[relay]);
+    let l = w.dht_node((Vec::new(), Prefill::Empty), &[relay]);
+    w.add(s, Some(&info), &[]);
+    w.add(l, Some(&info), &[]);
+    w.run_until(60 * 60_000, |_| false);
+    assert!(w.nodes[l].session.dht_node_count() > Some(0));
+    assert!(!w.datagrams.is_empty());
+    assert!(
+        !w.datagrams.iter().any(|(_, _, b)| names(b, id)),
+        "a datagram named the private torrent"
+    );
+    assert!(!w.nodes[l].session.is_complete(id));
 }

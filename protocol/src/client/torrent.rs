@@ -70,6 +70,8 @@ pub(super) struct Entry {
     addrs: HashMap<ConnId, SocketAddr>,
     /// Addresses came with the torrent: a source of peers besides trackers.
     given_peers: bool,
+    /// The session has a DHT: a source of peers for a public torrent.
+    dht_on: bool,
     /// The torrent was incomplete after its check: its completion is news to trackers.
     was_incomplete: bool,
     complete_seen: bool,
@@ -117,6 +119,7 @@ impl Entry {
             driver_hashes: config.engine.driver_hashes,
             name_hint: add.name,
             given_peers: !add.peers.is_empty(),
+            dht_on: config.dht.is_some(),
             initial_peers: add.peers,
             phase,
             paused: add.paused,
@@ -167,6 +170,27 @@ impl Entry {
 
     fn network_on(&self) -> bool {
         self.in_swarm && !self.paused && !matches!(self.phase, Phase::Failed(_))
+    }
+
+    /// Whether, and how much, this torrent looks for peers in the DHT: never while out of the
+    /// swarm, and never once its metadata says private (BEP 27; a magnet counts as public
+    /// until then).
+    pub(super) fn dht_want(&self) -> Option<super::dht::Want> {
+        use super::dht::Want;
+        if !self.dht_allowed() {
+            return None;
+        }
+        Some(if self.is_complete() {
+            Want::Complete
+        } else if self.engine.stats(self.seen).peers_connected < STARVED_BELOW {
+            Want::Starved
+        } else {
+            Want::Enough
+        })
+    }
+
+    pub(super) fn dht_allowed(&self) -> bool {
+        self.dht_on && self.network_on() && !self.engine.info().is_some_and(|i| i.private)
     }
 
     pub(super) fn is_complete(&self) -> bool {
@@ -651,6 +675,9 @@ impl Entry {
             (Some(e), false) => format!("tracker failed: {e}"),
             (None, false) => "trackers answered".to_string(),
         });
+        if self.dht_allowed() {
+            parts.push("asked the DHT".to_string());
+        }
         parts.join(", ")
     }
 
@@ -687,7 +714,7 @@ impl Entry {
             tracker_error: self.tracker_error.as_deref().filter(|_| !quiet),
             tracker_warning: self.tracker_warning.as_deref().filter(|_| !quiet),
             last_close: self.last_close.as_deref(),
-            has_sources: !self.announcer.is_empty() || self.given_peers,
+            has_sources: !self.announcer.is_empty() || self.given_peers || self.dht_allowed(),
             alone_ms: (!quiet && st.peers_connected == 0)
                 .then(|| now.saturating_sub(self.joined_at)),
             peers_known: st.peers_known,

@@ -127,6 +127,8 @@ pub enum PeerSource {
     Magnet,
     Incoming,
     Manual,
+    /// Found by a DHT lookup (BEP 5).
+    Dht,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
