@@ -37,6 +37,8 @@ pub struct DownloadArgs {
     /// An extra peer to connect to (repeatable).
     #[arg(long = "peer", value_name = "IP:PORT")]
     pub peers: Vec<SocketAddr>,
+    #[command(flatten)]
+    pub dht: session::DhtArgs,
     /// Give up when the download has not moved for this many seconds (default: keep trying,
     /// re-announcing as the trackers allow).
     #[arg(long, value_name = "SECS")]
@@ -103,6 +105,7 @@ pub async fn run(args: DownloadArgs) -> Result<()> {
         },
         show_progress: true,
         encryption: args.encryption,
+        dht: args.dht.options().await,
     };
     let driver = Driver::new(listener, opts)?;
     tracing::info!("listening for peers on {}", driver.listen_addr());

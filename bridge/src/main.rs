@@ -127,6 +127,7 @@ mod tests {
         assert!(!a.seed);
         assert!(a.peers.is_empty());
         assert_eq!(a.timeout, None);
+        assert!(!a.dht.no_dht && a.dht.dht_bootstrap.is_empty());
 
         let cli = Cli::try_parse_from([
             "bridge",
@@ -145,6 +146,10 @@ mod tests {
             "[::1]:2",
             "--timeout",
             "5",
+            "--dht-bootstrap",
+            "127.0.0.1:6881",
+            "--dht-bootstrap",
+            "dht.example:7000",
         ])
         .unwrap();
         let Some(Command::Download(a)) = cli.command else {
@@ -155,6 +160,8 @@ mod tests {
         assert!(a.seed);
         assert_eq!(a.peers.len(), 2);
         assert_eq!(a.timeout, Some(5));
+        assert_eq!(a.dht.dht_bootstrap, ["127.0.0.1:6881", "dht.example:7000"]);
+        assert!(!a.dht.no_dht);
     }
 
     #[test]
@@ -207,6 +214,28 @@ mod tests {
         assert_eq!(a.trackers.len(), 2);
         assert_eq!(a.torrent_out, Some("o.torrent".into()));
         assert_eq!(a.port, 7000);
+        assert!(!a.dht.no_dht && a.dht.dht_bootstrap.is_empty());
+        let cli = Cli::try_parse_from(["bridge", "seed", "dir", "--no-dht"]).unwrap();
+        let Some(Command::Seed(a)) = cli.command else {
+            panic!("not seed")
+        };
+        assert!(a.dht.no_dht);
+        let cli =
+            Cli::try_parse_from(["bridge", "seed", "dir", "--dht-bootstrap", "[::1]:1"]).unwrap();
+        let Some(Command::Seed(a)) = cli.command else {
+            panic!("not seed")
+        };
+        assert_eq!(a.dht.dht_bootstrap, ["[::1]:1"]);
+        let both = [
+            "bridge",
+            "download",
+            "x",
+            "--no-dht",
+            "--dht-bootstrap",
+            "h:1",
+        ];
+        assert!(Cli::try_parse_from(both).is_err());
+        assert!(Cli::try_parse_from(["bridge", "download", "x", "--dht-bootstrap", "h"]).is_err());
 
         assert!(Cli::try_parse_from(["bridge", "download", "x", "--peer", "nohost"]).is_err());
         assert!(Cli::try_parse_from(["bridge", "download", "x", "--port", "70000"]).is_err());

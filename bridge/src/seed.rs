@@ -35,6 +35,8 @@ pub struct SeedArgs {
     /// accept both), require (encrypted connections only) or off.
     #[arg(long, value_name = "MODE", default_value = "prefer", value_parser = crate::parse_encryption)]
     pub encryption: Encryption,
+    #[command(flatten)]
+    pub dht: session::DhtArgs,
 }
 
 /// The files to seed, in torrent order.
@@ -183,13 +185,15 @@ pub async fn run(args: SeedArgs) -> Result<()> {
     let listener = session::listen(args.bind, args.port).await?;
     let port = listener.local_addr()?.port();
     let info_hash = info.info_hash;
-    let mut session = session::seeding(
+    let dht = args.dht.options().await;
+    let mut session = session::seeding_with(
         info,
         listener,
         tree.parent.clone(),
         tiers,
         true,
         args.encryption,
+        dht,
     )?;
     session.prepare()?;
 

@@ -45,6 +45,11 @@ pub struct Download {
     pub seed: bool,
     /// `--bind`; `None` leaves the bridge's default (dual-stack `::`).
     pub bind: Option<String>,
+    /// `--dht-bootstrap` addresses; empty: `--no-dht`, so that no test reaches the internet's
+    /// DHT routers.
+    pub dht_bootstrap: Vec<SocketAddr>,
+    /// `XDG_STATE_HOME` for the saved DHT routing table, with `dht_bootstrap`.
+    pub state_home: Option<PathBuf>,
 }
 
 impl Download {
@@ -59,7 +64,16 @@ impl Download {
             timeout_secs: None,
             seed: false,
             bind: Some("127.0.0.1".into()),
+            dht_bootstrap: Vec::new(),
+            state_home: None,
         }
+    }
+
+    /// Uses the DHT, joining it through `node`, with its state under `state_home`.
+    pub fn dht(mut self, node: SocketAddr, state_home: &Path) -> Self {
+        self.dht_bootstrap.push(node);
+        self.state_home = Some(state_home.to_path_buf());
+        self
     }
 
     pub fn torrent(path: &Path, output: &Path) -> Download {
@@ -103,12 +117,26 @@ impl Download {
         if self.seed {
             cmd.arg("--seed");
         }
+        dht_args(&mut cmd, &self.dht_bootstrap, self.state_home.as_deref());
         cmd.env("RUST_BACKTRACE", "1");
         cmd
     }
 
     pub fn spawn(&self, name: &str) -> Proc {
         Proc::spawn(name, self.command())
+    }
+}
+
+/// `--dht-bootstrap` for each node, or `--no-dht` without any: tests never reach the internet.
+fn dht_args(cmd: &mut Command, bootstrap: &[SocketAddr], state_home: Option<&Path>) {
+    if bootstrap.is_empty() {
+        cmd.arg("--no-dht");
+    }
+    for a in bootstrap {
+        cmd.args(["--dht-bootstrap", &a.to_string()]);
+    }
+    if let Some(h) = state_home {
+        cmd.env("XDG_STATE_HOME", h);
     }
 }
 
@@ -246,6 +274,20 @@ impl Seed {
         port: u16,
         trackers: &[String],
     ) -> Seed {
+        Seed::start_with(bind, path, torrent_out, port, trackers, &[], None)
+    }
+
+    /// As `start_on`, joining the DHT through `dht_bootstrap` (empty: `--no-dht`) with its
+    /// state under `state_home`.
+    pub fn start_with(
+        bind: Option<&str>,
+        path: &Path,
+        torrent_out: &Path,
+        port: u16,
+        trackers: &[String],
+        dht_bootstrap: &[SocketAddr],
+        state_home: Option<&Path>,
+    ) -> Seed {
         let mut cmd = Command::new(bridge_bin());
         cmd.arg("seed")
             .arg(path)
@@ -258,6 +300,7 @@ impl Seed {
         for t in trackers {
             cmd.args(["--tracker", t]);
         }
+        dht_args(&mut cmd, dht_bootstrap, state_home);
         cmd.env("RUST_BACKTRACE", "1");
         let proc = Proc::spawn("bridge seed", cmd);
         let t = Duration::from_secs(60);
