@@ -8,6 +8,7 @@ mod demo;
 pub(crate) mod guard;
 mod incoming;
 mod tunnel;
+mod tunnel_mse;
 
 use crate::UsageError;
 use anyhow::{Context, Result};

@@ -1,8 +1,16 @@
-//! `GET /peer?addr=IP:PORT`: one WebSocket is one TCP connection to a peer; binary frames carry
-//! the byte stream both ways. No TCP connection is made before the page's first bytes form a
-//! BitTorrent handshake. Each direction moves one chunk at a time and waits for the other side to
-//! take it, so neither a slow tab nor a fast peer makes the bridge buffer more than a chunk.
+//! `GET /peer?addr=IP:PORT&enc=prefer|require|off`: one WebSocket is one TCP connection to a
+//! peer; binary frames carry the byte stream both ways. No TCP connection is made before the
+//! page's first bytes form a BitTorrent handshake. Each direction moves one chunk at a time and
+//! waits for the other side to take it, so neither a slow tab nor a fast peer makes the bridge
+//! buffer more than a chunk.
+//!
+//! With `enc=prefer` or `require` the bridge makes the MSE handshake towards the peer on the
+//! page's behalf (`tunnel_mse`), with the page's handshake as its initial payload, and relays
+//! through the negotiated cipher; the page's side stays plain BitTorrent. `prefer` falls back to
+//! a plain handshake on a new connection, once, when the peer does not complete MSE; `require`
+//! closes the tunnel instead, before anything of the page's reached the peer in the clear.
 
+use super::tunnel_mse::{self, Negotiated, MSE_TIMEOUT};
 use super::Shared;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, RawQuery, State};
@@ -11,7 +19,10 @@ use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use protocol::wire::{Decoder, DEFAULT_MAX_MESSAGE};
+use protocol::engine::Encryption;
+use protocol::mse::{CipherHalf, Policy};
+use protocol::wire::{Decoder, Handshake, DEFAULT_MAX_MESSAGE, HANDSHAKE_LEN};
+use protocol::InfoHash;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -60,8 +71,8 @@ pub async fn handler(
     let parsed = query
         .as_deref()
         .and_then(protocol::client::contract::parse_peer_query);
-    // The encryption the page asks for is made towards the peer (see `relay`'s caller).
-    let Some((addr, _enc)) = parsed else {
+    // The encryption the page asks for is made towards the peer (see `open`).
+    let Some((addr, enc)) = parsed else {
         tracing::warn!("refused /peer from {client}: no valid addr=IP:PORT");
         return (StatusCode::BAD_REQUEST, "expected ?addr=IP:PORT\n").into_response();
     };
@@ -86,7 +97,7 @@ pub async fn handler(
                     tracing::warn!("refused tunnel {client} -> {addr}: {why}");
                     close(&mut socket, code, &why).await;
                 }
-                Ok(_permit) => tunnel(socket, client, addr, idle).await,
+                Ok(_permit) => tunnel(socket, client, addr, enc, idle).await,
             }
         })
 }
@@ -99,8 +110,14 @@ enum End {
     PageGone,
 }
 
-async fn tunnel(mut socket: WebSocket, client: SocketAddr, addr: SocketAddr, idle: Duration) {
-    let first = match read_handshake(&mut socket).await {
+async fn tunnel(
+    mut socket: WebSocket,
+    client: SocketAddr,
+    addr: SocketAddr,
+    enc: Encryption,
+    idle: Duration,
+) {
+    let (handshake, first) = match read_handshake(&mut socket).await {
         Ok(b) => b,
         Err(End::Close(code, why)) => {
             tracing::warn!("refused tunnel {client} -> {addr}: {why}");
@@ -109,34 +126,113 @@ async fn tunnel(mut socket: WebSocket, client: SocketAddr, addr: SocketAddr, idl
         }
         Err(End::PageGone) => return,
     };
-    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!("tunnel {client} -> {addr}: connect failed: {e}");
-            close(&mut socket, code::REFUSED, &format!("connect failed: {e}")).await;
-            return;
+    let what = format!("tunnel {client} -> {addr}");
+    match open(addr, handshake.info_hash, first, enc, &what).await {
+        Ok((tcp, negotiated)) => {
+            let (rd, wr) = tcp.into_split();
+            relay_with(socket, rd, wr, &what, idle, negotiated).await;
         }
-        Err(_) => {
-            tracing::debug!("tunnel {client} -> {addr}: connect timed out");
-            close(&mut socket, code::TIMED_OUT, "connect timed out").await;
-            return;
+        Err((code, why)) => {
+            tracing::debug!("{what} closed: {why}");
+            close(&mut socket, code, &why).await;
         }
-    };
-    // Requests are small and latency-bound; Nagle would hold them back.
-    let _ = tcp.set_nodelay(true);
-    tracing::debug!("tunnel {client} -> {addr} open");
-    let (rd, mut wr) = tcp.into_split();
-    if let Err(e) = wr.write_all(&first).await {
-        close(
-            &mut socket,
-            code::PEER_CLOSED,
-            &format!("peer connection: {e}"),
-        )
-        .await;
-        return;
     }
-    drop(first);
-    relay(socket, rd, wr, &format!("tunnel {client} -> {addr}"), idle).await;
+}
+
+/// Connects to the peer and sends it the page's first bytes as `enc` says: in the clear (`off`,
+/// or `prefer` after a failed MSE handshake), or behind an MSE handshake. Returns the connection
+/// and what the relay applies, or the close code and reason for the page.
+async fn open(
+    addr: SocketAddr,
+    info_hash: InfoHash,
+    first: Vec<u8>,
+    enc: Encryption,
+    what: &str,
+) -> Result<(TcpStream, Negotiated), (u16, String)> {
+    let Some(policy) = enc.mse_policy() else {
+        return open_plain(addr, &first, what).await;
+    };
+    let why = match open_encrypted(addr, info_hash, policy, &first, what).await {
+        Ok(done) => return Ok(done),
+        Err(Attempt::Close(code, why)) => return Err((code, why)),
+        Err(Attempt::Mse(why)) => why,
+    };
+    if enc == Encryption::Require {
+        // Nothing of the page's went out in the clear: IA is always RC4-encrypted.
+        return Err((code::REFUSED, format!("encryption required: {why}")));
+    }
+    tracing::debug!("{what}: {why}; falling back to a plain handshake");
+    open_plain(addr, &first, what).await
+}
+
+/// How an encrypted attempt failed.
+enum Attempt {
+    /// The peer could not be reached (or broke off after the handshake): no fallback helps.
+    Close(u16, String),
+    /// The MSE handshake failed: `prefer` falls back to a plain handshake.
+    Mse(tunnel_mse::Failure),
+}
+
+/// Today's path: connect, write the page's bytes as they came.
+async fn open_plain(
+    addr: SocketAddr,
+    first: &[u8],
+    what: &str,
+) -> Result<(TcpStream, Negotiated), (u16, String)> {
+    let mut tcp = connect(addr).await?;
+    if let Err(e) = tcp.write_all(first).await {
+        return Err((code::PEER_CLOSED, format!("peer connection: {e}")));
+    }
+    tracing::debug!("{what} open (plain)");
+    Ok((tcp, Negotiated::default()))
+}
+
+/// Connects and makes the MSE handshake with the page's handshake as IA; the page's bytes after
+/// its handshake (if its first frames held more) go out through the negotiated cipher.
+async fn open_encrypted(
+    addr: SocketAddr,
+    info_hash: InfoHash,
+    policy: Policy,
+    first: &[u8],
+    what: &str,
+) -> Result<(TcpStream, Negotiated), Attempt> {
+    let seed = tunnel_mse::seed().map_err(Attempt::Mse)?;
+    let mut tcp = connect(addr)
+        .await
+        .map_err(|(code, why)| Attempt::Close(code, why))?;
+    // `read_handshake` returned at least the handshake; `min` only keeps this panic-free.
+    let (ia, rest) = first.split_at(HANDSHAKE_LEN.min(first.len()));
+    let deadline = Instant::now() + MSE_TIMEOUT;
+    let mut negotiated = tunnel_mse::initiate(&mut tcp, info_hash, policy, seed, ia, deadline)
+        .await
+        .map_err(Attempt::Mse)?;
+    if !rest.is_empty() {
+        let mut rest = rest.to_vec();
+        if let Some(e) = &mut negotiated.encrypt {
+            e.apply(&mut rest);
+        }
+        if let Err(e) = tcp.write_all(&rest).await {
+            return Err(Attempt::Close(
+                code::PEER_CLOSED,
+                format!("peer connection: {e}"),
+            ));
+        }
+    }
+    tracing::debug!("{what} open ({})", negotiated.describe());
+    Ok((tcp, negotiated))
+}
+
+/// A TCP connection to the peer within [`CONNECT_TIMEOUT`], or the close code and reason.
+async fn connect(addr: SocketAddr) -> Result<TcpStream, (u16, String)> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(tcp)) => {
+            // Requests are small and latency-bound; Nagle would hold them back.
+            let _ = tcp.set_nodelay(true);
+            Ok(tcp)
+        }
+        Ok(Err(e)) => Err((code::REFUSED, format!("connect failed: {e}"))),
+        Err(_) => Err((code::TIMED_OUT, "connect timed out".into())),
+    }
 }
 
 /// Carries bytes both ways between the page and a peer until one side ends or the tunnel idles,
@@ -144,17 +240,36 @@ async fn tunnel(mut socket: WebSocket, client: SocketAddr, addr: SocketAddr, idl
 pub(super) async fn relay(
     socket: WebSocket,
     rd: OwnedReadHalf,
-    mut wr: OwnedWriteHalf,
+    wr: OwnedWriteHalf,
     what: &str,
     idle: Duration,
 ) {
+    relay_with(socket, rd, wr, what, idle, Negotiated::default()).await;
+}
+
+/// [`relay`] through an MSE cipher: what the peer sends is decrypted before the page sees it
+/// (starting with the handshake's remainder), what the page sends is encrypted before the peer
+/// does.
+async fn relay_with(
+    socket: WebSocket,
+    rd: OwnedReadHalf,
+    mut wr: OwnedWriteHalf,
+    what: &str,
+    idle: Duration,
+    negotiated: Negotiated,
+) {
+    let Negotiated {
+        encrypt,
+        decrypt,
+        remainder,
+    } = negotiated;
     let (mut sink, mut stream) = socket.split();
     let start = Instant::now();
     let activity = AtomicU64::new(0);
     let touch = || activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
     let end = tokio::select! {
-        e = peer_to_page(rd, &mut sink, &touch) => e,
-        e = page_to_peer(&mut stream, &mut wr, &touch) => e,
+        e = peer_to_page(rd, &mut sink, &touch, decrypt, remainder) => e,
+        e = page_to_peer(&mut stream, &mut wr, &touch, encrypt) => e,
         e = idle_timer(start, &activity, idle) => e,
     };
     let Ok(mut socket) = sink.reunite(stream) else {
@@ -177,8 +292,9 @@ pub(super) async fn relay(
 }
 
 /// Reads frames until the first 68 bytes are in and form a handshake; refuses garbage as soon as
-/// its first bytes differ. Returns every byte received so far, to be sent once connected.
-async fn read_handshake(socket: &mut WebSocket) -> Result<Vec<u8>, End> {
+/// its first bytes differ. Returns the handshake and every byte received so far (the handshake
+/// first), to be sent once connected.
+async fn read_handshake(socket: &mut WebSocket) -> Result<(Handshake, Vec<u8>), End> {
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let mut decoder = Decoder::new(DEFAULT_MAX_MESSAGE);
     let mut first = Vec::new();
@@ -201,7 +317,7 @@ async fn read_handshake(socket: &mut WebSocket) -> Result<Vec<u8>, End> {
                 decoder.push(&b);
                 first.extend_from_slice(&b);
                 match decoder.next_handshake() {
-                    Ok(Some(_)) => return Ok(first),
+                    Ok(Some(hs)) => return Ok((hs, first)),
                     Ok(None) => {}
                     Err(e) => return Err(End::Close(code::NOT_BITTORRENT, e.to_string())),
                 }
@@ -219,11 +335,21 @@ async fn read_handshake(socket: &mut WebSocket) -> Result<Vec<u8>, End> {
 }
 
 /// TCP to WebSocket: read a chunk only after the previous one was written out to the page.
+/// `pending` (decrypted bytes that came with the MSE handshake) goes first; `decrypt` is applied
+/// to every chunk after it.
 async fn peer_to_page(
     mut rd: OwnedReadHalf,
     sink: &mut SplitSink<WebSocket, Message>,
     touch: &impl Fn(),
+    mut decrypt: Option<CipherHalf>,
+    pending: Vec<u8>,
 ) -> End {
+    if !pending.is_empty() {
+        touch();
+        if sink.send(Message::Binary(pending.into())).await.is_err() {
+            return End::PageGone;
+        }
+    }
     let mut buf = BytesMut::new();
     loop {
         buf.reserve(CHUNK);
@@ -233,28 +359,41 @@ async fn peer_to_page(
             Err(e) => return End::Close(code::PEER_CLOSED, format!("peer connection: {e}")),
         }
         touch();
+        let mut chunk = buf.split();
+        if let Some(d) = &mut decrypt {
+            d.apply(&mut chunk);
+        }
         // `send` completes once the frame is flushed to the socket: that is the backpressure.
-        if sink
-            .send(Message::Binary(buf.split().freeze()))
-            .await
-            .is_err()
-        {
+        if sink.send(Message::Binary(chunk.freeze())).await.is_err() {
             return End::PageGone;
         }
     }
 }
 
-/// WebSocket to TCP: take the next frame only after the previous one was written to the peer.
+/// WebSocket to TCP: take the next frame only after the previous one was written to the peer,
+/// through `encrypt` if the MSE handshake chose RC4.
 async fn page_to_peer(
     stream: &mut SplitStream<WebSocket>,
     wr: &mut OwnedWriteHalf,
     touch: &impl Fn(),
+    mut encrypt: Option<CipherHalf>,
 ) -> End {
+    // The encrypted copy of a frame; it holds at most MAX_MESSAGE bytes and is reused.
+    let mut sealed = Vec::new();
     loop {
         match stream.next().await {
             Some(Ok(Message::Binary(b))) => {
                 touch();
-                if let Err(e) = wr.write_all(&b).await {
+                let out: &[u8] = match &mut encrypt {
+                    None => &b,
+                    Some(e) => {
+                        sealed.clear();
+                        sealed.extend_from_slice(&b);
+                        e.apply(&mut sealed);
+                        &sealed
+                    }
+                };
+                if let Err(e) = wr.write_all(out).await {
                     return End::Close(code::PEER_CLOSED, format!("peer connection: {e}"));
                 }
             }
