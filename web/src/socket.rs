@@ -48,11 +48,13 @@ enum Link {
     Relay(u32),
 }
 
-/// `ws://host/peer?addr=..` for the page's own bridge.
+/// `ws://host/peer?addr=..&enc=prefer` for the page's own bridge: the bridge makes the MSE
+/// handshake towards the peer and falls back to a plain one if the peer does not speak it, as
+/// users of other clients expect by default. (A page setting comes later.)
 pub fn peer_url(ws_base: &str, addr: SocketAddr) -> String {
     format!(
         "{ws_base}{}",
-        peer_path(addr, protocol::engine::Encryption::Off)
+        peer_path(addr, protocol::engine::Encryption::Prefer)
     )
 }
 
@@ -232,11 +234,11 @@ mod tests {
     fn peer_url_escapes_v6_brackets_and_colons() {
         assert_eq!(
             peer_url("ws://h:1", "1.2.3.4:5".parse().unwrap()),
-            "ws://h:1/peer?addr=1.2.3.4%3A5"
+            "ws://h:1/peer?addr=1.2.3.4%3A5&enc=prefer"
         );
         assert_eq!(
             peer_url("wss://h", "[::1]:80".parse().unwrap()),
-            "wss://h/peer?addr=%5B%3A%3A1%5D%3A80"
+            "wss://h/peer?addr=%5B%3A%3A1%5D%3A80&enc=prefer"
         );
     }
 }
