@@ -68,6 +68,8 @@ struct Lookup {
     running: Option<u64>,
     /// Peers found by every lookup so far.
     found: usize,
+    /// An announce has been started (only once the metadata says the torrent is public).
+    announced: bool,
 }
 
 pub(super) struct DhtState {
@@ -131,19 +133,27 @@ impl DhtState {
 
     /// Starts the lookups that are due. `wanted` holds every torrent that may use the DHT now;
     /// the others are forgotten.
-    pub(super) fn tick(&mut self, now: u64, wanted: &[(InfoHash, Want)], port: Option<u16>) {
+    /// A torrent is announced only once its metadata is known to be public (`.1` of
+    /// `wanted`'s want): a magnet only looks up until then, as a lookup cannot be called back.
+    pub(super) fn tick(&mut self, now: u64, wanted: &[(InfoHash, Want, bool)], port: Option<u16>) {
         self.start(now);
         if self.node.poll_timeout().is_some_and(|t| t <= now) {
             self.node.handle_timeout(now);
         }
         self.lookups
-            .retain(|id, _| wanted.iter().any(|(w, _)| w == id));
-        for &(id, want) in wanted {
+            .retain(|id, _| wanted.iter().any(|(w, ..)| w == id));
+        for &(id, want, known) in wanted {
             let l = self.lookups.entry(id).or_insert(Lookup {
                 next_at: now,
                 running: None,
                 found: 0,
+                announced: false,
             });
+            let announce = known && port.is_some();
+            // The metadata just came: announce now rather than at the next lookup.
+            if announce && !l.announced {
+                l.next_at = l.next_at.min(now);
+            }
             if l.running
                 .is_some_and(|began| now >= began + LOOKUP_GIVE_UP_MS)
             {
@@ -155,8 +165,11 @@ impl DhtState {
             }
             l.running = Some(now);
             l.next_at = now + want.every();
-            match port {
-                Some(p) => self.node.announce(now, id, Some(p)),
+            match port.filter(|_| announce) {
+                Some(p) => {
+                    l.announced = true;
+                    self.node.announce(now, id, Some(p));
+                }
                 None => self.node.get_peers(now, id),
             }
         }

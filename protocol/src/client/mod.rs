@@ -341,7 +341,7 @@ impl Session {
             let wanted: Vec<_> = self
                 .torrents
                 .iter()
-                .filter_map(|(id, t)| Some((*id, t.dht_want()?)))
+                .filter_map(|(id, t)| Some((*id, t.dht_want()?, t.engine.info().is_some())))
                 .collect();
             d.tick(now, &wanted, self.config.listen.map(|a| a.port()));
             self.dht_events(now);

@@ -110,8 +110,12 @@ pub(super) struct Reach<'a> {
     pub tracker_error: Option<&'a str>,
     pub tracker_warning: Option<&'a str>,
     pub last_close: Option<&'a str>,
-    /// Any source of peers at all: trackers, or addresses given with the torrent.
+    /// Any source of peers at all: trackers, the DHT, or addresses given with the torrent.
     pub has_sources: bool,
+    /// The torrent lists trackers.
+    pub has_trackers: bool,
+    /// The DHT is asked for this torrent's peers.
+    pub dht: bool,
     /// The network has been on this long without a peer connected.
     pub alone_ms: Option<u64>,
     pub peers_known: usize,
@@ -134,7 +138,11 @@ pub(super) fn warning(r: &Reach) -> Option<String> {
         } else if let Some(e) = r.tracker_error {
             msg.push_str(&format!(": tracker failed: {e}"));
         } else if r.peers_known == 0 {
-            msg.push_str(": the trackers returned none");
+            msg.push_str(match (r.has_trackers, r.dht) {
+                (true, true) => ": neither the trackers nor the DHT returned any",
+                (false, true) => ": the DHT returned none",
+                _ => ": the trackers returned none",
+            });
         } else if let Some(c) = r.last_close {
             msg.push_str(&format!(": last attempt {c}"));
         }
@@ -174,6 +182,8 @@ mod tests {
             tracker_warning: None,
             last_close: None,
             has_sources: true,
+            has_trackers: true,
+            dht: false,
             alone_ms: Some(20_000),
             peers_known: 0,
         };
@@ -181,6 +191,17 @@ mod tests {
             warning(&base).as_deref(),
             Some("No peers: the trackers returned none")
         );
+        let w = warning(&Reach { dht: true, ..base });
+        assert_eq!(
+            w.as_deref(),
+            Some("No peers: neither the trackers nor the DHT returned any")
+        );
+        let w = warning(&Reach {
+            dht: true,
+            has_trackers: false,
+            ..base
+        });
+        assert_eq!(w.as_deref(), Some("No peers: the DHT returned none"));
         let w = warning(&Reach {
             bridge_error: Some("x"),
             ..base

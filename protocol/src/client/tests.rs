@@ -635,3 +635,41 @@ fn a_private_torrent_never_queries_the_dht() {
     );
     assert!(!w.nodes[l].session.is_complete(id));
 }
+
+#[test]
+fn a_magnet_whose_metadata_says_private_stops_using_the_dht_and_never_announces() {
+    let mut b =
+        crate::metainfo::InfoBuilder::new("private", vec![(Vec::new(), 100_000)], 16384, true);
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
+    b.update(&data);
+    let info = b.finish();
+    assert!(info.private);
+    let id = info.info_hash;
+    let mut w = World::new();
+    let relay = w.dht_node((Vec::new(), Prefill::Empty), &[]);
+    let s = w.dht_node((data.clone(), Prefill::Complete), &[relay]);
+    w.add(s, Some(&info), &[]);
+    assert!(w.run_until(10_000, |w| w.nodes[s].session.dht_node_count() > Some(0)));
+    let l = w.dht_node((Vec::new(), Prefill::Empty), &[relay]);
+    // Privacy is unknown until the metadata: the magnet may look up, but never announce.
+    let add = AddTorrent {
+        info_hash: id,
+        info: None,
+        trackers: Vec::new(),
+        peers: vec![(World::addr_of(s), PeerSource::Magnet)],
+        name: None,
+        paused: false,
+    };
+    let now = w.now;
+    w.nodes[l].session.add(now, add).unwrap();
+    assert!(w.run_until(w.now + 60_000, |w| w.nodes[l].session.is_complete(id)));
+    assert_eq!(w.data(l), data);
+    let done = w.datagrams.len();
+    let until = w.now + 60 * 60_000;
+    w.run_until(until, |_| false);
+    assert!(w.datagrams.len() > done, "the DHT went quiet");
+    let announce = |b: &[u8]| names(b, id) && b.windows(13).any(|x| x == b"announce_peer");
+    assert!(!w.datagrams.iter().any(|(_, _, b)| announce(b)));
+    assert!(!w.datagrams[done..].iter().any(|(_, _, b)| names(b, id)));
+    assert!(!w.datagrams.iter().any(|(n, _, b)| *n == s && names(b, id)));
+}

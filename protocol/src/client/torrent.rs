@@ -715,6 +715,8 @@ impl Entry {
             tracker_warning: self.tracker_warning.as_deref().filter(|_| !quiet),
             last_close: self.last_close.as_deref(),
             has_sources: !self.announcer.is_empty() || self.given_peers || self.dht_allowed(),
+            has_trackers: !self.announcer.is_empty(),
+            dht: self.dht_allowed(),
             alone_ms: (!quiet && st.peers_connected == 0)
                 .then(|| now.saturating_sub(self.joined_at)),
             peers_known: st.peers_known,
