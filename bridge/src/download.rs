@@ -1,6 +1,6 @@
 //! `bridge download`: a .torrent or a magnet into a folder.
 
-use crate::session::{self, Driver, Mode, Options};
+use crate::session::{Driver, Mode, Options};
 use crate::UsageError;
 use anyhow::Result;
 use protocol::engine::{Encryption, PeerSource};
@@ -38,7 +38,7 @@ pub struct DownloadArgs {
     #[arg(long = "peer", value_name = "IP:PORT")]
     pub peers: Vec<SocketAddr>,
     #[command(flatten)]
-    pub dht: session::DhtArgs,
+    pub dht: crate::dht_io::DhtArgs,
     /// Give up when the download has not moved for this many seconds (default: keep trying,
     /// re-announcing as the trackers allow).
     #[arg(long, value_name = "SECS")]
@@ -85,7 +85,7 @@ fn load(source: &str) -> Result<Source, UsageError> {
 
 pub async fn run(args: DownloadArgs) -> Result<()> {
     let src = load(&args.source)?;
-    let listener = session::listen(args.bind, args.port).await?;
+    let listener = crate::peers::listen(args.bind, args.port).await?;
     let mut peers: Vec<(SocketAddr, PeerSource)> = args
         .peers
         .iter()

@@ -1,6 +1,7 @@
 //! `bridge`: the native side of the project. `download` and `seed` drive the `protocol` engine
 //! over tokio TCP from the command line; `serve` (the default) is the browser tab's bridge.
 
+mod dht_io;
 mod download;
 mod file_storage;
 mod peers;

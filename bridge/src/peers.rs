@@ -11,17 +11,18 @@
 //! stuck once `MAX_PENDING` bytes pile up. Buffers go round (session -> pending -> writer ->
 //! back as the connection's spare) instead of being allocated per send.
 
+use anyhow::{Context, Result};
 use bytes::{Bytes, BytesMut};
 use protocol::engine::ConnId;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// Bytes a reader asks the socket for at once.
 const READ_BUF: usize = 64 * 1024;
@@ -288,4 +289,34 @@ async fn write_loop(
             return;
         }
     }
+}
+
+/// Binds the peer listener. Done before the session exists because it announces the port.
+/// `::` listens dual-stack (IPv4 peers arrive as mapped addresses, which the driver turns back
+/// into IPv4), falling back to `0.0.0.0` on a machine without IPv6.
+pub async fn listen(bind: IpAddr, port: u16) -> Result<TcpListener> {
+    let addr = SocketAddr::new(bind, port);
+    let bound = match bind {
+        IpAddr::V6(v6) if v6.is_unspecified() => match dual_stack(addr) {
+            Ok(l) => Ok(l),
+            Err(e) => {
+                debug!("no IPv6 listener ({e}): IPv4 only");
+                TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)).await
+            }
+        },
+        _ => TcpListener::bind(addr).await,
+    };
+    bound.with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// A listener on `[::]:port` that takes IPv4 too, whatever the system's `bindv6only` says.
+fn dual_stack(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_only_v6(false)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }

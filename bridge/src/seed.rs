@@ -36,7 +36,7 @@ pub struct SeedArgs {
     #[arg(long, value_name = "MODE", default_value = "prefer", value_parser = crate::parse_encryption)]
     pub encryption: Encryption,
     #[command(flatten)]
-    pub dht: session::DhtArgs,
+    pub dht: crate::dht_io::DhtArgs,
 }
 
 /// The files to seed, in torrent order.
@@ -182,7 +182,7 @@ pub async fn run(args: SeedArgs) -> Result<()> {
     std::fs::write(&out, torrent_file_bytes(&info, &tiers))
         .with_context(|| format!("cannot write {}", out.display()))?;
 
-    let listener = session::listen(args.bind, args.port).await?;
+    let listener = crate::peers::listen(args.bind, args.port).await?;
     let port = listener.local_addr()?.port();
     let info_hash = info.info_hash;
     let dht = args.dht.options().await;

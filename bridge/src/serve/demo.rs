@@ -66,7 +66,7 @@ pub async fn start() -> Result<Demo> {
     let info = builder.finish();
     let info_hash = info.info_hash;
 
-    let listener = session::listen(Ipv4Addr::LOCALHOST.into(), 0).await?;
+    let listener = crate::peers::listen(Ipv4Addr::LOCALHOST.into(), 0).await?;
     let addr = listener
         .local_addr()
         .context("demo listener has no address")?;

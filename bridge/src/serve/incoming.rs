@@ -80,12 +80,12 @@ impl Hub {
 
 /// Binds the port (`port` 0: any) on every address, IPv6 and IPv4, and starts accepting.
 pub async fn start(port: u16) -> anyhow::Result<Arc<Hub>> {
-    let listener = match crate::session::listen("::".parse()?, port).await {
+    let listener = match crate::peers::listen("::".parse()?, port).await {
         Ok(l) => l,
         // The usual port may be taken by another client: any port serves as well.
         Err(e) if port != 0 => {
             tracing::warn!("{e:#}; the tab's peers get another port");
-            crate::session::listen("::".parse()?, 0).await?
+            crate::peers::listen("::".parse()?, 0).await?
         }
         Err(e) => return Err(e),
     };
