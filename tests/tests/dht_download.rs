@@ -54,7 +54,6 @@ fn a_magnet_with_only_its_hash_downloads_from_a_libtorrent_swarm_found_through_t
 enum LeechEvent {
     Ready { ports: Vec<u16> },
     Announce { info_hash: String, peer: String },
-    Peer { addr: String, dht: bool },
     Complete { info_hash: String },
 }
 
@@ -128,14 +127,10 @@ fn libtorrent_finds_bridge_seed_through_the_dht_alone_and_downloads_from_it() {
     });
     let got = dir.path().join("dl").join("data.bin");
     assert_eq!(first_difference(&content, &got).unwrap(), None);
-    // No tracker, no LSD and a bare magnet: libtorrent could only learn of us through the DHT
-    // (our announce_peer, taken above). A peer it lists is tagged with its source.
-    let events = leech_events(&lt);
-    for e in &events {
-        if let LeechEvent::Peer { addr, dht } = e {
-            assert!(*dht || *addr != ours, "{events:?}");
-        }
-    }
+    // No tracker, no LSD, no x.pe, and `bridge seed` the only seed: the two met through the DHT,
+    // either way round. libtorrent may dial the address our announce_peer gave it, or our seed
+    // may dial the leecher it found in the DHT first (complete torrents dial leechers); runs go
+    // both ways, so which one is not asserted.
     let log = seed.proc.stderr().join("\n");
     assert!(log.contains("DHT bootstrapped"), "{log}");
 }
