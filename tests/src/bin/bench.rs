@@ -9,7 +9,8 @@
 //! file-backed and shared pages included). Then the median of each client. Every download is
 //! compared with the source byte for byte after it is timed.
 //!
-//! Options: --size-mib N (1024), --runs N (3), --clients bridge,libtorrent,aria2c,
+//! Options: --size-mib N (1024), --runs N (3), --clients bridge,libtorrent,aria2c (also
+//! bridge-rc4: `--encryption require`),
 //! --piece-kib N (libtorrent's choice), --dir DIR (the system's temporary folder).
 
 use std::fs;
@@ -23,7 +24,9 @@ use tests::libtorrent::{LtOptions, Torrent};
 use tests::net::free_port;
 use tests::process::Proc;
 
-const CLIENTS: [&str; 3] = ["bridge", "libtorrent", "aria2c"];
+/// `bridge-rc4` is `bridge download --encryption require`: every byte through RC4, against the
+/// same seeder (which accepts both), for the cost of encryption beside `bridge`'s default.
+const CLIENTS: [&str; 4] = ["bridge", "bridge-rc4", "libtorrent", "aria2c"];
 
 struct Options {
     size_mib: u64,
@@ -37,7 +40,10 @@ fn parse_args() -> Result<Options, String> {
     let mut o = Options {
         size_mib: 1024,
         runs: 3,
-        clients: CLIENTS.iter().map(|s| s.to_string()).collect(),
+        clients: ["bridge", "libtorrent", "aria2c"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         piece_kib: None,
         dir: None,
     };
@@ -153,6 +159,11 @@ fn measure(client: &str, torrent: &Torrent, out: &Path) -> Result<Measured, Stri
         "bridge" => Download::torrent(&torrent.path, out)
             .timeout(120)
             .spawn("bridge download"),
+        "bridge-rc4" => {
+            let mut cmd = Download::torrent(&torrent.path, out).timeout(120).command();
+            cmd.args(["--encryption", "require"]);
+            Proc::spawn("bridge download (rc4)", cmd)
+        }
         "libtorrent" => Proc::spawn(
             "lt leecher",
             LtOptions::torrent(&torrent.path, out)
