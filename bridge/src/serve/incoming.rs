@@ -173,9 +173,8 @@ pub async fn listen_handler(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(why) = shared.access.check_websocket(&headers) {
-        tracing::warn!("refused /listen from {client}: {why}");
-        return (StatusCode::FORBIDDEN, format!("{why}\n")).into_response();
+    if let Some(refused) = shared.refuse_websocket(&headers, client, "/listen") {
+        return refused;
     }
     let hub = shared.incoming.clone();
     ws.max_message_size(4096)
@@ -250,9 +249,8 @@ pub async fn accept_handler(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    if let Err(why) = shared.access.check_websocket(&headers) {
-        tracing::warn!("refused /accept from {client}: {why}");
-        return (StatusCode::FORBIDDEN, format!("{why}\n")).into_response();
+    if let Some(refused) = shared.refuse_websocket(&headers, client, "/accept") {
+        return refused;
     }
     let offer = query
         .as_deref()

@@ -64,6 +64,22 @@ pub struct Shared {
 }
 
 /// `http://origin` as a browser sends it in `Origin`, or a usage error.
+impl Shared {
+    /// The answer to a WebSocket upgrade from a page the bridge does not serve (wrong Origin or
+    /// Host), logged with the endpoint; `None` lets it through.
+    fn refuse_websocket(
+        &self,
+        headers: &axum::http::HeaderMap,
+        client: SocketAddr,
+        endpoint: &str,
+    ) -> Option<axum::response::Response> {
+        use axum::response::IntoResponse;
+        let why = self.access.check_websocket(headers).err()?;
+        tracing::warn!("refused {endpoint} from {client}: {why}");
+        Some((axum::http::StatusCode::FORBIDDEN, format!("{why}\n")).into_response())
+    }
+}
+
 fn normalise_origin(o: &str) -> Result<String, UsageError> {
     let u = url::Url::parse(o)
         .map_err(|e| UsageError(format!("--allow-origin {o:?} is not an origin: {e}")))?;

@@ -64,9 +64,8 @@ pub async fn handler(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    if let Err(why) = shared.access.check_websocket(&headers) {
-        tracing::warn!("refused /peer from {client}: {why}");
-        return (StatusCode::FORBIDDEN, format!("{why}\n")).into_response();
+    if let Some(refused) = shared.refuse_websocket(&headers, client, "/peer") {
+        return refused;
     }
     let parsed = query
         .as_deref()
